@@ -13,5 +13,6 @@
 #![warn(missing_docs)]
 
 pub mod counters;
+pub mod dpdk;
 pub mod packet;
 pub mod policy;

@@ -1,0 +1,130 @@
+use std::ptr::NonNull;
+
+use arrayvec::ArrayVec;
+
+use super::error::DpdkError;
+
+/// Packets per rx/tx burst.
+pub const BURST_SIZE: usize = 32;
+
+/// A burst of owned mbufs on the stack: what an rx burst fills and a tx burst drains.
+pub type MbufBurst = ArrayVec<Mbuf, BURST_SIZE>;
+
+/// One owned packet buffer.
+///
+/// Exactly one owner: no `Clone`; dropping it returns it (all its segments) to its pool.
+/// Handing it to a NIC (tx) transfers ownership. `#[repr(transparent)]` over the raw
+/// pointer, so a `[Mbuf]` can be passed to DPDK as a `struct rte_mbuf **`.
+#[repr(transparent)]
+#[derive(Debug)]
+pub struct Mbuf(NonNull<dpdk_sys::rte_mbuf>);
+
+// SAFETY: an mbuf is a plain buffer with one owner; moving the owner to another thread
+// is how DPDK pipelines work.
+unsafe impl Send for Mbuf {}
+
+impl Mbuf {
+    pub(crate) fn from_non_null(raw: NonNull<dpdk_sys::rte_mbuf>) -> Mbuf {
+        Mbuf(raw)
+    }
+
+    /// Gives up ownership without freeing (the NIC now owns it).
+    #[inline(always)]
+    pub(crate) fn into_raw(self) -> *mut dpdk_sys::rte_mbuf {
+        let p = self.0.as_ptr();
+        std::mem::forget(self);
+        p
+    }
+
+    /// The bytes of the first segment.
+    ///
+    /// A frame larger than one segment (a jumbo frame on a port with scattered rx) has
+    /// more bytes in later segments: see [`Mbuf::is_contiguous`]. Headers always lie in
+    /// the first segment for the frame sizes bulkhead parses (data room 2048 bytes).
+    #[inline(always)]
+    pub fn data(&self) -> &[u8] {
+        // SAFETY: data pointer and data_len describe the initialised bytes of the first
+        // segment, valid while we own the mbuf; the borrow ties them to &self.
+        unsafe {
+            let m = self.0.as_ptr();
+            std::slice::from_raw_parts(dpdk_sys::bh_pktmbuf_data(m), dpdk_sys::bh_pktmbuf_data_len(m) as usize)
+        }
+    }
+
+    /// The bytes of the first segment, writable.
+    #[inline(always)]
+    pub fn data_mut(&mut self) -> &mut [u8] {
+        // SAFETY: as in `data`, and &mut self guarantees exclusivity.
+        unsafe {
+            let m = self.0.as_ptr();
+            std::slice::from_raw_parts_mut(dpdk_sys::bh_pktmbuf_data(m), dpdk_sys::bh_pktmbuf_data_len(m) as usize)
+        }
+    }
+
+    /// Length of the whole packet, all segments.
+    #[inline(always)]
+    pub fn pkt_len(&self) -> u32 {
+        // SAFETY: valid owned mbuf.
+        unsafe { dpdk_sys::bh_pktmbuf_pkt_len(self.0.as_ptr()) }
+    }
+
+    /// Number of segments.
+    #[inline(always)]
+    pub fn segments(&self) -> u16 {
+        // SAFETY: valid owned mbuf.
+        unsafe { dpdk_sys::bh_pktmbuf_nb_segs(self.0.as_ptr()) }
+    }
+
+    /// Whether the whole packet is in the first segment.
+    #[inline(always)]
+    pub fn is_contiguous(&self) -> bool {
+        self.segments() == 1
+    }
+
+    /// Appends `bytes` at the tail of the (single-segment) packet.
+    pub fn append(&mut self, bytes: &[u8]) -> Result<(), DpdkError> {
+        let len = u16::try_from(bytes.len())
+            .map_err(|_| DpdkError::other("rte_pktmbuf_append", "more than 65535 bytes"))?;
+        // SAFETY: valid owned mbuf; append returns NULL if the tailroom is too small.
+        let dst = unsafe { dpdk_sys::bh_pktmbuf_append(self.0.as_ptr(), len) };
+        if dst.is_null() {
+            return Err(DpdkError::other(
+                "rte_pktmbuf_append",
+                format!("{} bytes do not fit in the mbuf's tailroom", bytes.len()),
+            ));
+        }
+        // SAFETY: append reserved `len` writable bytes at `dst`.
+        unsafe { std::ptr::copy_nonoverlapping(bytes.as_ptr(), dst, bytes.len()) };
+        Ok(())
+    }
+}
+
+impl AsRef<[u8]> for Mbuf {
+    fn as_ref(&self) -> &[u8] {
+        self.data()
+    }
+}
+
+impl Drop for Mbuf {
+    #[inline(always)]
+    fn drop(&mut self) {
+        // SAFETY: we own the mbuf; free returns every segment to its pool.
+        unsafe { dpdk_sys::bh_pktmbuf_free(self.0.as_ptr()) }
+    }
+}
+
+/// Frees every mbuf of `burst` in one call (cheaper than one free per packet).
+#[inline]
+pub(crate) fn free_bulk(burst: &mut MbufBurst) {
+    let n = burst.len();
+    if n == 0 {
+        return;
+    }
+    // SAFETY: Mbuf is repr(transparent) over a pointer, so the ArrayVec's storage is an
+    // array of `n` owned `rte_mbuf *`; set_len(0) first so nothing is freed twice.
+    unsafe {
+        let ptr = burst.as_mut_ptr() as *mut *mut dpdk_sys::rte_mbuf;
+        burst.set_len(0);
+        dpdk_sys::rte_pktmbuf_free_bulk(ptr, n as u32);
+    }
+}

@@ -1,0 +1,52 @@
+//! Safe owners of DPDK resources. This is the only module of the workspace, besides the
+//! `dpdk-sys` crate, that contains `unsafe` code.
+//!
+//! - [`Eal`]: the environment abstraction layer, initialised once per process.
+//! - [`Mempool`]: a packet-buffer pool; [`Mbuf`]: one owned packet buffer, freed on drop.
+//! - [`Port`]: an ethdev port (NIC or virtual device) and its [`RxQueue`]s/[`TxQueue`]s.
+//! - [`lcore`]: launching closures on EAL worker lcores.
+//! - [`VirtualCable`]: two ring-backed ports joined like a veth pair, for tests and
+//!   benchmarks without a NIC.
+//!
+//! Ownership rules the types enforce: an [`Mbuf`] has exactly one owner and no `Clone`;
+//! an rx burst hands out owned mbufs; a tx burst takes ownership of what the NIC
+//! accepted and leaves the rest with the caller. Drop order that types cannot enforce:
+//! ports and mempools must be dropped before the [`Eal`]; a [`Mempool`] with mbufs still
+//! out is leaked (with a warning) rather than freed under them.
+#![allow(unsafe_code)]
+
+mod eal;
+mod error;
+pub mod lcore;
+mod mbuf;
+mod mempool;
+mod port;
+mod ring;
+
+pub use eal::Eal;
+pub use error::DpdkError;
+pub use mbuf::{Mbuf, MbufBurst, BURST_SIZE};
+pub use mempool::Mempool;
+pub use port::{Link, Port, PortSetup, PortStats, RxQueue, TxQueue};
+pub use ring::VirtualCable;
+
+/// Reads the CPU timestamp counter.
+#[inline(always)]
+pub fn tsc() -> u64 {
+    // SAFETY: reads a CPU register; no preconditions.
+    unsafe { dpdk_sys::bh_get_tsc_cycles() }
+}
+
+/// Timestamp-counter ticks per second (valid after [`Eal::init`]).
+pub fn tsc_hz() -> u64 {
+    // SAFETY: no preconditions; returns 0 before EAL init.
+    unsafe { dpdk_sys::bh_get_tsc_hz() }
+}
+
+/// The DPDK version string of the linked library, e.g. `DPDK 22.11.11`.
+pub fn version() -> String {
+    // SAFETY: rte_version returns a static NUL-terminated string.
+    unsafe { std::ffi::CStr::from_ptr(dpdk_sys::bh_version()) }
+        .to_string_lossy()
+        .into_owned()
+}

@@ -1,0 +1,341 @@
+use std::ffi::{c_char, CStr, CString};
+
+use super::error::{check, DpdkError};
+use super::mbuf::{free_bulk, MbufBurst, BURST_SIZE};
+use super::mempool::Mempool;
+
+/// Linux `ENOTSUP`: what a driver returns for an operation it lacks.
+const ENOTSUP: i32 = 95;
+
+/// How to set up a port.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PortSetup {
+    /// Number of rx queues (one per worker that polls this port).
+    pub rx_queues: u16,
+    /// Number of tx queues (one per worker that transmits on this port).
+    pub tx_queues: u16,
+    /// Descriptors per rx queue.
+    pub rx_descriptors: u16,
+    /// Descriptors per tx queue.
+    pub tx_descriptors: u16,
+    /// Receive frames not addressed to the port's MAC (needed for L2-transparent
+    /// forwarding).
+    pub promiscuous: bool,
+}
+
+impl Default for PortSetup {
+    fn default() -> Self {
+        PortSetup { rx_queues: 1, tx_queues: 1, rx_descriptors: 1024, tx_descriptors: 1024, promiscuous: true }
+    }
+}
+
+/// Port statistics as the driver reports them.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PortStats {
+    /// Packets received.
+    pub rx_packets: u64,
+    /// Packets transmitted.
+    pub tx_packets: u64,
+    /// Bytes received.
+    pub rx_bytes: u64,
+    /// Bytes transmitted.
+    pub tx_bytes: u64,
+    /// Packets the NIC dropped because rx queues were full.
+    pub rx_missed: u64,
+    /// Erroneous received packets.
+    pub rx_errors: u64,
+    /// Failed transmissions.
+    pub tx_errors: u64,
+    /// Rx mbuf allocation failures (mempool exhausted).
+    pub rx_nombuf: u64,
+}
+
+/// Link state.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Link {
+    /// Whether the link is up.
+    pub up: bool,
+    /// Speed in Mbit/s (0 if unknown).
+    pub speed_mbps: u32,
+    /// Full duplex.
+    pub full_duplex: bool,
+}
+
+/// An ethdev port. Dropping it stops (if started) and closes it.
+#[derive(Debug)]
+pub struct Port {
+    id: u16,
+    name: String,
+    started: bool,
+    setup: Option<PortSetup>,
+}
+
+impl Port {
+    /// The port the EAL created for device `name`: a PCI address (`0000:03:00.0`) or a
+    /// virtual device name (`net_af_packet0`).
+    pub fn by_name(name: &str) -> Result<Port, DpdkError> {
+        let op = || format!("rte_eth_dev_get_port_by_name({name})");
+        let cname = CString::new(name).map_err(|_| DpdkError::other(op(), "name contains a NUL byte"))?;
+        let mut id = 0u16;
+        // SAFETY: valid C string and out-pointer.
+        check(op, unsafe { dpdk_sys::rte_eth_dev_get_port_by_name(cname.as_ptr(), &mut id) })?;
+        Ok(Port { id, name: name.to_string(), started: false, setup: None })
+    }
+
+    /// The port with id `id`.
+    pub fn by_id(id: u16) -> Result<Port, DpdkError> {
+        // SAFETY: any id may be asked about.
+        if unsafe { dpdk_sys::rte_eth_dev_is_valid_port(id) } == 0 {
+            return Err(DpdkError::other(format!("port {id}"), "no such port"));
+        }
+        let mut buf = [0 as c_char; 64];
+        // SAFETY: buffer is RTE_ETH_NAME_MAX_LEN (64) bytes.
+        check(|| format!("rte_eth_dev_get_name_by_port({id})"), unsafe {
+            dpdk_sys::rte_eth_dev_get_name_by_port(id, buf.as_mut_ptr())
+        })?;
+        // SAFETY: DPDK wrote a NUL-terminated name into buf.
+        let name = unsafe { CStr::from_ptr(buf.as_ptr()) }.to_string_lossy().into_owned();
+        Ok(Port { id, name, started: false, setup: None })
+    }
+
+    /// DPDK's port id.
+    pub fn id(&self) -> u16 {
+        self.id
+    }
+
+    /// The device name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The NUMA socket of the device (-1 if unknown).
+    pub fn socket(&self) -> i32 {
+        // SAFETY: valid port id.
+        unsafe { dpdk_sys::rte_eth_dev_socket_id(self.id) }
+    }
+
+    /// Most rx and tx queues the device supports.
+    pub fn max_queues(&self) -> Result<(u16, u16), DpdkError> {
+        let mut info = dpdk_sys::rte_eth_dev_info::default();
+        // SAFETY: valid port id and out-pointer.
+        check(|| format!("rte_eth_dev_info_get(port {})", self.id), unsafe {
+            dpdk_sys::rte_eth_dev_info_get(self.id, &mut info)
+        })?;
+        Ok((info.max_rx_queues, info.max_tx_queues))
+    }
+
+    /// Configures the device and its queues; rx buffers come from `pool`.
+    pub fn configure(&mut self, setup: PortSetup, pool: &Mempool) -> Result<(), DpdkError> {
+        let id = self.id;
+        let (max_rx, max_tx) = self.max_queues()?;
+        if setup.rx_queues > max_rx || setup.tx_queues > max_tx {
+            return Err(DpdkError::other(
+                format!("configure port {id} ({})", self.name),
+                format!(
+                    "{} rx / {} tx queues asked, the device supports {max_rx} rx / {max_tx} tx",
+                    setup.rx_queues, setup.tx_queues
+                ),
+            ));
+        }
+        let conf = dpdk_sys::rte_eth_conf::default();
+        // SAFETY: valid port id and configuration.
+        check(|| format!("rte_eth_dev_configure(port {id} {})", self.name), unsafe {
+            dpdk_sys::rte_eth_dev_configure(id, setup.rx_queues, setup.tx_queues, &conf)
+        })?;
+        let socket = self.socket().max(0) as u32;
+        for q in 0..setup.rx_queues {
+            // SAFETY: configured port; NULL rxconf means driver defaults; the pool outlives
+            // the port (documented drop order).
+            check(|| format!("rte_eth_rx_queue_setup(port {id}, queue {q})"), unsafe {
+                dpdk_sys::rte_eth_rx_queue_setup(id, q, setup.rx_descriptors, socket, std::ptr::null(), pool.as_ptr())
+            })?;
+        }
+        for q in 0..setup.tx_queues {
+            // SAFETY: configured port; NULL txconf means driver defaults.
+            check(|| format!("rte_eth_tx_queue_setup(port {id}, queue {q})"), unsafe {
+                dpdk_sys::rte_eth_tx_queue_setup(id, q, setup.tx_descriptors, socket, std::ptr::null())
+            })?;
+        }
+        self.setup = Some(setup);
+        Ok(())
+    }
+
+    /// Starts the port (after [`Port::configure`]).
+    pub fn start(&mut self) -> Result<(), DpdkError> {
+        let setup = self
+            .setup
+            .ok_or_else(|| DpdkError::other(format!("start port {}", self.id), "port is not configured"))?;
+        // SAFETY: configured port.
+        check(|| format!("rte_eth_dev_start(port {} {})", self.id, self.name), unsafe {
+            dpdk_sys::rte_eth_dev_start(self.id)
+        })?;
+        self.started = true;
+        if setup.promiscuous {
+            // SAFETY: started port. Some virtual devices do not support it; not fatal.
+            let ret = unsafe { dpdk_sys::rte_eth_promiscuous_enable(self.id) };
+            if ret < 0 && ret != -ENOTSUP {
+                log::warn!("{}", DpdkError::new(format!("rte_eth_promiscuous_enable(port {})", self.id), ret));
+            }
+        }
+        Ok(())
+    }
+
+    /// Stops the port: no more rx or tx.
+    pub fn stop(&mut self) -> Result<(), DpdkError> {
+        if self.started {
+            self.started = false;
+            // SAFETY: started port.
+            check(|| format!("rte_eth_dev_stop(port {})", self.id), unsafe { dpdk_sys::rte_eth_dev_stop(self.id) })?;
+        }
+        Ok(())
+    }
+
+    /// The driver's statistics.
+    pub fn stats(&self) -> Result<PortStats, DpdkError> {
+        let mut s = dpdk_sys::rte_eth_stats::default();
+        // SAFETY: valid port id and out-pointer.
+        check(|| format!("rte_eth_stats_get(port {})", self.id), unsafe {
+            dpdk_sys::rte_eth_stats_get(self.id, &mut s)
+        })?;
+        Ok(PortStats {
+            rx_packets: s.ipackets,
+            tx_packets: s.opackets,
+            rx_bytes: s.ibytes,
+            tx_bytes: s.obytes,
+            rx_missed: s.imissed,
+            rx_errors: s.ierrors,
+            tx_errors: s.oerrors,
+            rx_nombuf: s.rx_nombuf,
+        })
+    }
+
+    /// The link state, without waiting.
+    pub fn link(&self) -> Result<Link, DpdkError> {
+        let mut l = dpdk_sys::rte_eth_link::default();
+        // SAFETY: valid port id and out-pointer.
+        check(|| format!("rte_eth_link_get_nowait(port {})", self.id), unsafe {
+            dpdk_sys::rte_eth_link_get_nowait(self.id, &mut l)
+        })?;
+        Ok(Link { up: l.link_status() != 0, speed_mbps: l.link_speed, full_duplex: l.link_duplex() != 0 })
+    }
+
+    /// The port's MAC address.
+    pub fn mac(&self) -> Result<[u8; 6], DpdkError> {
+        let mut a = dpdk_sys::rte_ether_addr::default();
+        // SAFETY: valid port id and out-pointer.
+        check(|| format!("rte_eth_macaddr_get(port {})", self.id), unsafe {
+            dpdk_sys::rte_eth_macaddr_get(self.id, &mut a)
+        })?;
+        Ok(a.addr_bytes)
+    }
+
+    /// A handle on rx queue `queue`. Each queue must be polled by one thread only: hand
+    /// each handle to exactly one worker.
+    pub fn rx_queue(&self, queue: u16) -> Result<RxQueue, DpdkError> {
+        match self.setup {
+            Some(s) if queue < s.rx_queues => Ok(RxQueue { port: self.id, queue }),
+            _ => Err(DpdkError::other(format!("rx queue {queue} of port {}", self.id), "no such queue")),
+        }
+    }
+
+    /// A handle on tx queue `queue`; one thread per queue, as for rx.
+    pub fn tx_queue(&self, queue: u16) -> Result<TxQueue, DpdkError> {
+        match self.setup {
+            Some(s) if queue < s.tx_queues => Ok(TxQueue { port: self.id, queue }),
+            _ => Err(DpdkError::other(format!("tx queue {queue} of port {}", self.id), "no such queue")),
+        }
+    }
+}
+
+impl Drop for Port {
+    fn drop(&mut self) {
+        if let Err(e) = self.stop() {
+            log::warn!("{e}");
+        }
+        if self.setup.is_some() {
+            // SAFETY: stopped port; closing releases its queues and their mbufs.
+            let ret = unsafe { dpdk_sys::rte_eth_dev_close(self.id) };
+            if ret < 0 {
+                log::warn!("{}", DpdkError::new(format!("rte_eth_dev_close(port {})", self.id), ret));
+            }
+        }
+    }
+}
+
+/// One rx queue of one port. Not `Clone`: one poller per queue.
+#[derive(Debug)]
+pub struct RxQueue {
+    port: u16,
+    queue: u16,
+}
+
+impl RxQueue {
+    /// Port id.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// Receives up to the free space in `burst` (at most [`BURST_SIZE`]) packets,
+    /// appending them; returns how many arrived.
+    #[inline(always)]
+    pub fn rx_burst(&mut self, burst: &mut MbufBurst) -> usize {
+        let len = burst.len();
+        let room = (BURST_SIZE - len) as u16;
+        // SAFETY: Mbuf is repr(transparent) over `rte_mbuf *`; the spare capacity of the
+        // ArrayVec holds `room` slots; the driver writes `n <= room` owned pointers,
+        // which become owned Mbufs when the length is extended.
+        unsafe {
+            let slots = burst.as_mut_ptr().add(len) as *mut *mut dpdk_sys::rte_mbuf;
+            let n = dpdk_sys::bh_eth_rx_burst(self.port, self.queue, slots, room) as usize;
+            burst.set_len(len + n);
+            n
+        }
+    }
+}
+
+/// One tx queue of one port. Not `Clone`: one transmitter per queue.
+#[derive(Debug)]
+pub struct TxQueue {
+    port: u16,
+    queue: u16,
+}
+
+impl TxQueue {
+    /// Port id.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// Offers every packet of `burst` to the NIC. The NIC owns what it accepted; those
+    /// leave `burst`, and what it refused stays there, in order, for the caller to
+    /// retry or drop. Returns how many were sent.
+    #[inline(always)]
+    pub fn tx_burst(&mut self, burst: &mut MbufBurst) -> usize {
+        let n = burst.len();
+        if n == 0 {
+            return 0;
+        }
+        // SAFETY: the burst's storage is an array of `n` owned `rte_mbuf *`; the driver
+        // takes ownership of the first `sent`. Those are forgotten (not dropped) by moving
+        // the unsent tail to the front and shortening the vector.
+        unsafe {
+            let ptr = burst.as_mut_ptr() as *mut *mut dpdk_sys::rte_mbuf;
+            let sent = dpdk_sys::bh_eth_tx_burst(self.port, self.queue, ptr, n as u16) as usize;
+            let sent = sent.min(n);
+            if sent > 0 {
+                std::ptr::copy(ptr.add(sent), ptr, n - sent);
+                burst.set_len(n - sent);
+            }
+            sent
+        }
+    }
+
+    /// Offers `burst` to the NIC and frees what it refused; returns (sent, freed).
+    #[inline(always)]
+    pub fn tx_burst_or_free(&mut self, burst: &mut MbufBurst) -> (usize, usize) {
+        let sent = self.tx_burst(burst);
+        let refused = burst.len();
+        free_bulk(burst);
+        (sent, refused)
+    }
+}
