@@ -39,6 +39,12 @@ impl Counter {
     pub fn get(&self) -> u64 {
         self.0.load(Ordering::Relaxed)
     }
+
+    /// Overwrites the value (for gauges such as a heartbeat). One writer only.
+    #[inline(always)]
+    pub fn set(&self, v: u64) {
+        self.0.store(v, Ordering::Relaxed);
+    }
 }
 
 macro_rules! drop_reasons {
@@ -134,6 +140,205 @@ impl From<ParseError> for DropReason {
     }
 }
 
+/// Packets and bytes.
+#[derive(Debug, Default)]
+pub struct PacketsBytes {
+    /// Packets.
+    pub packets: Counter,
+    /// Bytes (whole frames, all segments).
+    pub bytes: Counter,
+}
+
+impl PacketsBytes {
+    /// Counts one packet of `len` bytes.
+    #[inline(always)]
+    pub fn add(&self, len: u64) {
+        self.packets.inc();
+        self.bytes.add(len);
+    }
+}
+
+/// One worker's traffic on one port.
+#[derive(Debug, Default)]
+pub struct PortCounters {
+    /// Packets received on this port by this worker.
+    pub rx_packets: Counter,
+    /// Bytes received.
+    pub rx_bytes: Counter,
+    /// Packets this worker transmitted on this port (accepted by the NIC).
+    pub tx_packets: Counter,
+    /// Bytes transmitted.
+    pub tx_bytes: Counter,
+}
+
+/// Everything one worker counts that does not depend on the policy's numbering.
+/// Cache-line aligned so that two workers' counters never share a line.
+#[derive(Debug)]
+#[repr(align(64))]
+pub struct WorkerCounters {
+    /// Drops by reason, indexed by `DropReason as usize`.
+    pub drops: [Counter; DropReason::COUNT],
+    /// Per port, indexed by the port's position in the appliance's port list.
+    pub ports: Box<[PortCounters]>,
+    /// Loop rounds.
+    pub polls: Counter,
+    /// Loop rounds that received at least one packet (busy ratio = busy_polls / polls).
+    pub busy_polls: Counter,
+    /// Timestamp counter at the start of the latest round (the worker's heartbeat).
+    pub heartbeat_tsc: Counter,
+    /// Version of the policy the worker used in its latest round (0: none).
+    pub policy_version: Counter,
+}
+
+impl WorkerCounters {
+    /// Counters for a worker that serves `ports` ports.
+    pub fn new(ports: usize) -> Self {
+        WorkerCounters {
+            drops: std::array::from_fn(|_| Counter::default()),
+            ports: (0..ports).map(|_| PortCounters::default()).collect(),
+            polls: Counter::default(),
+            busy_polls: Counter::default(),
+            heartbeat_tsc: Counter::default(),
+            policy_version: Counter::default(),
+        }
+    }
+
+    /// Counts one drop for `reason`.
+    #[inline(always)]
+    pub fn drop(&self, reason: DropReason) {
+        self.drops[reason as usize].inc();
+    }
+
+    /// Counts `n` drops for `reason`.
+    #[inline(always)]
+    pub fn drop_n(&self, reason: DropReason, n: u64) {
+        self.drops[reason as usize].add(n);
+    }
+
+    /// Drops by reason as (reason, count).
+    pub fn drops_by_reason(&self) -> impl Iterator<Item = (DropReason, u64)> + '_ {
+        DropReason::ALL.iter().map(move |&r| (r, self.drops[r as usize].get()))
+    }
+
+    /// Total drops, all reasons.
+    pub fn total_drops(&self) -> u64 {
+        self.drops.iter().map(Counter::get).sum()
+    }
+}
+
+/// Slots in a worker's (source segment, destination segment) table.
+pub const PAIR_TABLE_SLOTS: usize = 4096;
+/// Slots probed before a pair is counted as overflow.
+const PAIR_TABLE_PROBES: usize = 16;
+const EMPTY_PAIR: u64 = u64::MAX;
+/// Stands for "no segment" in a pair key (segment ids are at most 16 bits).
+const NO_SEGMENT: u64 = 0x1_0000;
+
+/// Traffic between one source and one destination segment, by verdict.
+#[derive(Debug)]
+pub struct PairSlot {
+    key: AtomicU64,
+    /// Packets and bytes allowed.
+    pub allowed: PacketsBytes,
+    /// Packets and bytes denied.
+    pub denied: PacketsBytes,
+}
+
+/// A bounded open-addressing table of per-segment-pair counters. Only the pairs that
+/// carry traffic take a slot, so 1,000 segments cost no million-cell matrix; pairs that
+/// find no free slot are counted in `overflow` (and still in the per-rule counters).
+#[derive(Debug)]
+pub struct PairTable {
+    slots: Box<[PairSlot]>,
+    /// Packets whose pair found no slot.
+    pub overflow: Counter,
+}
+
+impl Default for PairTable {
+    fn default() -> Self {
+        PairTable {
+            slots: (0..PAIR_TABLE_SLOTS)
+                .map(|_| PairSlot {
+                    key: AtomicU64::new(EMPTY_PAIR),
+                    allowed: PacketsBytes::default(),
+                    denied: PacketsBytes::default(),
+                })
+                .collect(),
+            overflow: Counter::default(),
+        }
+    }
+}
+
+impl PairTable {
+    #[inline(always)]
+    fn key(src: Option<u16>, dst: Option<u16>) -> u64 {
+        let s = src.map_or(NO_SEGMENT, u64::from);
+        let d = dst.map_or(NO_SEGMENT, u64::from);
+        (s << 32) | d
+    }
+
+    /// The slot for (src, dst), claimed if new; `None` when the probe sequence is full.
+    /// One writer only (the worker).
+    #[inline]
+    pub fn slot(&self, src: Option<u16>, dst: Option<u16>) -> Option<&PairSlot> {
+        let key = Self::key(src, dst);
+        let mask = self.slots.len() - 1;
+        let mut i = (key.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 40) as usize & mask;
+        for _ in 0..PAIR_TABLE_PROBES {
+            let slot = &self.slots[i];
+            let k = slot.key.load(Ordering::Relaxed);
+            if k == key {
+                return Some(slot);
+            }
+            if k == EMPTY_PAIR {
+                slot.key.store(key, Ordering::Release);
+                return Some(slot);
+            }
+            i = (i + 1) & mask;
+        }
+        None
+    }
+
+    /// Every pair that has a slot: (source, destination, slot); `None` is "no segment".
+    pub fn iter(&self) -> impl Iterator<Item = (Option<u16>, Option<u16>, &PairSlot)> + '_ {
+        self.slots.iter().filter_map(|slot| {
+            let k = slot.key.load(Ordering::Acquire);
+            if k == EMPTY_PAIR {
+                return None;
+            }
+            let part = |v: u64| if v == NO_SEGMENT { None } else { Some(v as u16) };
+            Some((part(k >> 32), part(k & 0xFFFF_FFFF), slot))
+        })
+    }
+}
+
+/// The counters whose meaning depends on one policy's numbering (rule ids, segment
+/// ids). One set per worker, created with the policy and published with it, so a reload
+/// never renumbers a counter under a worker.
+#[derive(Debug)]
+pub struct PolicyCounters {
+    /// Per rule, indexed by rule id: packets and bytes the rule decided.
+    pub rules: Box<[PacketsBytes]>,
+    /// Packets decided by `default` (between different segments), by verdict.
+    pub default_action: PacketsBytes,
+    /// Packets decided by the intra-segment default.
+    pub intra_segment_default: PacketsBytes,
+    /// Per (source segment, destination segment, verdict).
+    pub pairs: PairTable,
+}
+
+impl PolicyCounters {
+    /// Counters for a policy of `rules` rules.
+    pub fn new(rules: usize) -> Self {
+        PolicyCounters {
+            rules: (0..rules).map(|_| PacketsBytes::default()).collect(),
+            default_action: PacketsBytes::default(),
+            intra_segment_default: PacketsBytes::default(),
+            pairs: PairTable::default(),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -147,6 +352,31 @@ mod tests {
         names.sort();
         names.dedup();
         assert_eq!(names.len(), DropReason::COUNT);
+    }
+
+    #[test]
+    fn pair_table_counts_pairs_and_overflows() {
+        let t = PairTable::default();
+        t.slot(Some(1), Some(2)).unwrap().allowed.add(100);
+        t.slot(Some(1), Some(2)).unwrap().allowed.add(50);
+        t.slot(None, Some(2)).unwrap().denied.add(60);
+        let mut seen: Vec<_> = t.iter().map(|(s, d, slot)| (s, d, slot.allowed.packets.get(), slot.denied.bytes.get())).collect();
+        seen.sort();
+        assert_eq!(seen, vec![(None, Some(2), 0, 60), (Some(1), Some(2), 2, 0)]);
+        // Fill the table: every slot taken, then a new pair overflows.
+        let mut claimed = 2;
+        'outer: for s in 0..u16::MAX {
+            for d in 0..4u16 {
+                if claimed == PAIR_TABLE_SLOTS {
+                    break 'outer;
+                }
+                if t.slot(Some(s + 10), Some(d)).is_some() {
+                    claimed = t.iter().count();
+                }
+            }
+        }
+        assert_eq!(t.iter().count(), PAIR_TABLE_SLOTS);
+        assert!(t.slot(Some(9), Some(9)).is_none());
     }
 
     #[test]

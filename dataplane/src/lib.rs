@@ -16,3 +16,4 @@ pub mod counters;
 pub mod dpdk;
 pub mod packet;
 pub mod policy;
+pub mod worker;

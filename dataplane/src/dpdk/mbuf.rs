@@ -28,14 +28,6 @@ impl Mbuf {
         Mbuf(raw)
     }
 
-    /// Gives up ownership without freeing (the NIC now owns it).
-    #[inline(always)]
-    pub(crate) fn into_raw(self) -> *mut dpdk_sys::rte_mbuf {
-        let p = self.0.as_ptr();
-        std::mem::forget(self);
-        p
-    }
-
     /// The bytes of the first segment.
     ///
     /// A frame larger than one segment (a jumbo frame on a port with scattered rx) has
@@ -115,7 +107,7 @@ impl Drop for Mbuf {
 
 /// Frees every mbuf of `burst` in one call (cheaper than one free per packet).
 #[inline]
-pub(crate) fn free_bulk(burst: &mut MbufBurst) {
+pub fn free_bulk(burst: &mut MbufBurst) {
     let n = burst.len();
     if n == 0 {
         return;

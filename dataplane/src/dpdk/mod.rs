@@ -25,7 +25,7 @@ mod ring;
 
 pub use eal::Eal;
 pub use error::DpdkError;
-pub use mbuf::{Mbuf, MbufBurst, BURST_SIZE};
+pub use mbuf::{free_bulk, Mbuf, MbufBurst, BURST_SIZE};
 pub use mempool::Mempool;
 pub use port::{Link, Port, PortSetup, PortStats, RxQueue, TxQueue};
 pub use ring::VirtualCable;

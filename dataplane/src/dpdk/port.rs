@@ -1,7 +1,7 @@
 use std::ffi::{c_char, CStr, CString};
 
 use super::error::{check, DpdkError};
-use super::mbuf::{free_bulk, MbufBurst, BURST_SIZE};
+use super::mbuf::{MbufBurst, BURST_SIZE};
 use super::mempool::Mempool;
 
 /// Linux `ENOTSUP`: what a driver returns for an operation it lacks.
@@ -328,14 +328,5 @@ impl TxQueue {
             }
             sent
         }
-    }
-
-    /// Offers `burst` to the NIC and frees what it refused; returns (sent, freed).
-    #[inline(always)]
-    pub fn tx_burst_or_free(&mut self, burst: &mut MbufBurst) -> (usize, usize) {
-        let sent = self.tx_burst(burst);
-        let refused = burst.len();
-        free_bulk(burst);
-        (sent, refused)
     }
 }

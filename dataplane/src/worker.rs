@@ -1,0 +1,280 @@
+//! The run-to-completion poll loop.
+//!
+//! A worker owns a set of [`Path`]s, each one direction of a port pair: an rx queue on
+//! one port and a tx queue on its partner. One round of the loop visits every path:
+//! receive a burst into a stack array, judge each packet ([`judge`]: parse, then the
+//! current policy), move what is allowed into the path's pending tx burst and free what
+//! is not (counted by reason). A pending burst is sent when it is full, and every
+//! [`DRAIN_INTERVAL_US`] otherwise, so that light traffic is not held back; what the NIC
+//! refuses is freed and counted as `tx_full`.
+//!
+//! On the packet path nothing allocates, locks, blocks or panics: bursts live on the
+//! stack, counters are the worker's own, and the policy is read through an
+//! [`arc_swap`] load between bursts (a new policy takes effect at the next burst).
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use arc_swap::ArcSwapOption;
+
+use crate::counters::{DropReason, PolicyCounters, WorkerCounters};
+use crate::dpdk::{self, MbufBurst, RxQueue, TxQueue};
+use crate::packet;
+use crate::policy::{Decision, Policy, Verdict, Why};
+
+/// How long a partly filled tx burst may wait for more packets, in microseconds.
+pub const DRAIN_INTERVAL_US: u64 = 100;
+
+/// A compiled policy as the workers run it, with one set of [`PolicyCounters`] per
+/// worker, numbered like the policy.
+#[derive(Debug)]
+pub struct ActivePolicy {
+    policy: Policy,
+    counters: Box<[PolicyCounters]>,
+}
+
+impl ActivePolicy {
+    /// Wraps `policy` for `workers` workers.
+    pub fn new(policy: Policy, workers: usize) -> Self {
+        let rules = policy.rule_count();
+        ActivePolicy { policy, counters: (0..workers).map(|_| PolicyCounters::new(rules)).collect() }
+    }
+
+    /// The compiled policy.
+    pub fn policy(&self) -> &Policy {
+        &self.policy
+    }
+
+    /// The policy's version.
+    pub fn version(&self) -> u64 {
+        self.policy.version()
+    }
+
+    /// Each worker's counters for this policy, indexed by worker.
+    pub fn counters(&self) -> &[PolicyCounters] {
+        &self.counters
+    }
+
+    /// Counts a decision of worker `worker` on a packet of `len` bytes.
+    #[inline]
+    fn record(&self, worker: usize, decision: &Decision, len: u64) {
+        let Some(c) = self.counters.get(worker) else { return };
+        match decision.why {
+            Why::Rule(id) => {
+                if let Some(rule) = c.rules.get(id as usize) {
+                    rule.add(len);
+                }
+            }
+            Why::Default => c.default_action.add(len),
+            Why::IntraSegmentDefault => c.intra_segment_default.add(len),
+            Why::NonIp => return,
+            Why::NeighborDiscovery | Why::UnknownSource | Why::UnknownDestination => {}
+        }
+        match c.pairs.slot(decision.src_segment, decision.dst_segment) {
+            Some(slot) if decision.verdict.is_allow() => slot.allowed.add(len),
+            Some(slot) => slot.denied.add(len),
+            None => c.pairs.overflow.inc(),
+        }
+    }
+}
+
+/// The policy the workers enforce, published by the management thread. Empty until the
+/// first policy is loaded: until then every packet is dropped (`no_policy`).
+#[derive(Debug, Default)]
+pub struct SharedPolicy {
+    current: ArcSwapOption<ActivePolicy>,
+}
+
+impl SharedPolicy {
+    /// An empty slot (fail closed).
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Publishes `policy`; workers switch to it at their next round.
+    pub fn publish(&self, policy: Arc<ActivePolicy>) {
+        self.current.store(Some(policy));
+    }
+
+    /// The policy in force, if any.
+    pub fn current(&self) -> Option<Arc<ActivePolicy>> {
+        self.current.load_full()
+    }
+}
+
+/// Decides one frame: parse it, then ask `policy`. Pure: no counters, no mbufs, so it
+/// is testable on plain byte slices.
+#[inline]
+pub fn judge(frame: &[u8], policy: Option<&Policy>) -> Result<Decision, DropReason> {
+    let meta = packet::parse(frame).map_err(DropReason::from)?;
+    let policy = policy.ok_or(DropReason::NoPolicy)?;
+    Ok(policy.classify(&meta))
+}
+
+/// One direction of a port pair, as one worker serves it.
+#[derive(Debug)]
+pub struct Path {
+    /// Where packets come from.
+    pub rx: RxQueue,
+    /// Where allowed packets go.
+    pub tx: TxQueue,
+    /// Index of the rx port in the worker's per-port counters.
+    pub rx_port: usize,
+    /// Index of the tx port in the worker's per-port counters.
+    pub tx_port: usize,
+}
+
+struct PathState {
+    path: Path,
+    pending: MbufBurst,
+}
+
+/// A worker: its paths, the shared policy, its own counters, and the stop flag.
+pub struct Worker {
+    index: usize,
+    paths: Vec<PathState>,
+    policy: Arc<SharedPolicy>,
+    counters: Arc<WorkerCounters>,
+    stop: Arc<AtomicBool>,
+    drain_interval_tsc: u64,
+    last_drain_tsc: u64,
+}
+
+impl Worker {
+    /// Worker number `index` (its slot in [`ActivePolicy::counters`]) over `paths`.
+    /// `counters` must have one port slot per port index used by the paths.
+    pub fn new(
+        index: usize,
+        paths: Vec<Path>,
+        policy: Arc<SharedPolicy>,
+        counters: Arc<WorkerCounters>,
+        stop: Arc<AtomicBool>,
+    ) -> Worker {
+        let drain_interval_tsc = (dpdk::tsc_hz() / 1_000_000).max(1) * DRAIN_INTERVAL_US;
+        Worker {
+            index,
+            paths: paths.into_iter().map(|path| PathState { path, pending: MbufBurst::new() }).collect(),
+            policy,
+            counters,
+            stop,
+            drain_interval_tsc,
+            last_drain_tsc: 0,
+        }
+    }
+
+    /// Polls until the stop flag is raised, then sends what is pending. Returns 0.
+    pub fn run(&mut self) -> i32 {
+        while !self.stop.load(Ordering::Relaxed) {
+            self.poll_once();
+        }
+        self.flush_all();
+        0
+    }
+
+    /// One round over every path; returns the number of packets received.
+    pub fn poll_once(&mut self) -> usize {
+        let now = dpdk::tsc();
+        self.counters.heartbeat_tsc.set(now);
+        self.counters.polls.inc();
+        // One policy load per round: a reload takes effect at the next round.
+        let active = self.policy.current.load();
+        let active = active.as_deref();
+        self.counters.policy_version.set(active.map_or(0, ActivePolicy::version));
+        let mut received = 0;
+        for state in self.paths.iter_mut() {
+            received += process_path(state, active, self.index, &self.counters);
+        }
+        if received > 0 {
+            self.counters.busy_polls.inc();
+        }
+        if now.wrapping_sub(self.last_drain_tsc) >= self.drain_interval_tsc {
+            self.flush_all();
+            self.last_drain_tsc = now;
+        }
+        received
+    }
+
+    /// Sends every pending burst now.
+    pub fn flush_all(&mut self) {
+        for state in self.paths.iter_mut() {
+            flush(state, &self.counters);
+        }
+    }
+}
+
+/// Receives one burst on `state`'s rx queue and judges it.
+#[inline]
+fn process_path(
+    state: &mut PathState,
+    active: Option<&ActivePolicy>,
+    worker: usize,
+    counters: &WorkerCounters,
+) -> usize {
+    let mut rx = MbufBurst::new();
+    let n = state.path.rx.rx_burst(&mut rx);
+    if n == 0 {
+        return 0;
+    }
+    let rx_port = &counters.ports[state.path.rx_port];
+    let mut dropped = MbufBurst::new();
+    let mut rx_bytes = 0u64;
+    for mbuf in rx.drain(..) {
+        let len = u64::from(mbuf.pkt_len());
+        rx_bytes += len;
+        match judge(mbuf.data(), active.map(ActivePolicy::policy)) {
+            Ok(decision) => {
+                if let Some(active) = active {
+                    active.record(worker, &decision, len);
+                }
+                match decision.verdict {
+                    Verdict::Allow => {
+                        if state.pending.is_full() {
+                            flush(state, counters);
+                        }
+                        // Cannot fail: the burst was just flushed if it was full.
+                        let _ = state.pending.try_push(mbuf);
+                    }
+                    Verdict::Deny(reason) => {
+                        counters.drop(reason);
+                        let _ = dropped.try_push(mbuf);
+                    }
+                }
+            }
+            Err(reason) => {
+                counters.drop(reason);
+                let _ = dropped.try_push(mbuf);
+            }
+        }
+    }
+    rx_port.rx_packets.add(n as u64);
+    rx_port.rx_bytes.add(rx_bytes);
+    if state.pending.is_full() {
+        flush(state, counters);
+    }
+    dpdk::free_bulk(&mut dropped);
+    n
+}
+
+/// Sends `state`'s pending burst; frees and counts what the NIC refused.
+#[inline]
+fn flush(state: &mut PathState, counters: &WorkerCounters) {
+    if state.pending.is_empty() {
+        return;
+    }
+    let offered_bytes = burst_bytes(&state.pending);
+    let sent = state.path.tx.tx_burst(&mut state.pending);
+    let refused = state.pending.len();
+    let refused_bytes = if refused == 0 { 0 } else { burst_bytes(&state.pending) };
+    dpdk::free_bulk(&mut state.pending);
+    let tx_port = &counters.ports[state.path.tx_port];
+    tx_port.tx_packets.add(sent as u64);
+    tx_port.tx_bytes.add(offered_bytes - refused_bytes);
+    if refused > 0 {
+        counters.drop_n(DropReason::TxFull, refused as u64);
+    }
+}
+
+#[inline]
+fn burst_bytes(burst: &MbufBurst) -> u64 {
+    burst.iter().map(|m| u64::from(m.pkt_len())).sum()
+}
