@@ -64,7 +64,7 @@ pub fn eal_args(appliance: &ApplianceConfig, file_prefix: &str) -> Vec<String> {
         // Only virtual devices: do not probe (or grab) the host's NICs.
         args.push("--no-pci".into());
     }
-    args.extend(["--file-prefix".into(), file_prefix.to_string(), "--log-level".into(), "*:warning".into()]);
+    args.extend(["--file-prefix".into(), file_prefix.to_string(), "--log-level".into(), "*:warning".into(), "--no-telemetry".into()]);
     for p in &appliance.ports {
         args.extend(p.device.eal_args());
     }

@@ -1,0 +1,220 @@
+//! Ring 3: the real `bulkhead` binary on the network-namespace test-bed
+//! (scripts/testbed.sh), with real ping, TCP and UDP between namespaces.
+//!
+//! Needs root (as CI has). Each test brings up its own test-bed under a unique prefix
+//! and tears it down when it ends, pass or fail; tests run one at a time because each
+//! appliance busy-polls a core. All traffic stays between the test's own namespaces.
+
+use std::io::{BufRead, BufReader, Read};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::mpsc;
+use std::sync::Mutex;
+use std::time::Duration;
+
+const WEB: &str = "10.10.1.10";
+const API: &str = "10.10.2.10";
+const DB: &str = "10.10.3.10";
+const API6: &str = "fd10:0:2::10";
+
+static SERIAL: Mutex<()> = Mutex::new(());
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
+}
+
+fn require_root() {
+    let uid = Command::new("id").arg("-u").output().expect("id -u");
+    assert_eq!(
+        String::from_utf8_lossy(&uid.stdout).trim(),
+        "0",
+        "system tests need root (network namespaces); CI runs as root"
+    );
+}
+
+/// A test-bed under a unique prefix; torn down on drop.
+struct Testbed {
+    prefix: String,
+}
+
+impl Testbed {
+    fn up() -> Testbed {
+        require_root();
+        static N: AtomicUsize = AtomicUsize::new(0);
+        let prefix = format!("bt{}x{}", std::process::id() % 100_000, N.fetch_add(1, Ordering::Relaxed));
+        let tb = Testbed { prefix };
+        let out = Command::new("bash").arg(repo().join("scripts/testbed.sh")).args(["up", &tb.prefix]).output().unwrap();
+        assert!(out.status.success(), "testbed up failed: {}", String::from_utf8_lossy(&out.stderr));
+        tb
+    }
+
+    /// Runs `args` in namespace `<prefix>-<host>`.
+    fn exec(&self, host: &str, args: &[&str]) -> Output {
+        Command::new("ip").args(["netns", "exec", &format!("{}-{host}", self.prefix)]).args(args).output().unwrap()
+    }
+
+    fn spawn(&self, host: &str, args: &[&str]) -> Child {
+        Command::new("ip")
+            .args(["netns", "exec", &format!("{}-{host}", self.prefix)])
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    }
+
+    fn ping(&self, from: &str, to: &str, count: u32) -> bool {
+        self.exec(from, &["ping", "-c", &count.to_string(), "-i", "0.2", "-W", "1", to]).status.success()
+    }
+
+    /// Sends `bytes` over TCP from `from` to `to:port`; true when the server got them all.
+    fn tcp_transfer(&self, from: &str, server: &str, to: &str, port: u16, bytes: usize) -> bool {
+        let probe = repo().join("scripts/netprobe.py");
+        let probe = probe.to_str().unwrap();
+        let srv = self.spawn(server, &["python3", probe, "tcp-server", "--port", &port.to_string(), "--timeout", "6"]);
+        std::thread::sleep(Duration::from_millis(300));
+        let client = self.exec(
+            from,
+            &["python3", probe, "tcp-client", "--host", to, "--port", &port.to_string(), "--bytes", &bytes.to_string(), "--timeout", "4"],
+        );
+        let srv = srv.wait_with_output().unwrap();
+        let sent = String::from_utf8_lossy(&client.stdout).trim().to_string();
+        let got = String::from_utf8_lossy(&srv.stdout).trim().to_string();
+        client.status.success() && srv.status.success() && sent == got && got.starts_with(&bytes.to_string())
+    }
+}
+
+impl Drop for Testbed {
+    fn drop(&mut self) {
+        let _ = Command::new("bash").arg(repo().join("scripts/testbed.sh")).args(["down", &self.prefix]).output();
+    }
+}
+
+/// The running appliance in the test-bed's `app` namespace; killed on drop.
+struct Appliance {
+    child: Option<Child>,
+    stderr: mpsc::Receiver<String>,
+    _config: tempfile::TempPath,
+}
+
+impl Appliance {
+    fn start(tb: &Testbed, config_yaml: &str) -> Appliance {
+        let config = tempfile::Builder::new().suffix(".yaml").tempfile().unwrap().into_temp_path();
+        std::fs::write(&config, config_yaml).unwrap();
+        let mut child = Command::new("ip")
+            .args(["netns", "exec", &format!("{}-app", tb.prefix), env!("CARGO_BIN_EXE_bulkhead"), "run", "--config"])
+            .arg(&config)
+            .args(["--duration", "60"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let (tx, rx) = mpsc::channel();
+        let stderr = child.stderr.take().unwrap();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                let _ = tx.send(line);
+            }
+        });
+        let app = Appliance { child: Some(child), stderr: rx, _config: config };
+        let mut seen = Vec::new();
+        loop {
+            match app.stderr.recv_timeout(Duration::from_secs(20)) {
+                Ok(line) if line.contains("bulkhead: forwarding") => return app,
+                Ok(line) => seen.push(line),
+                Err(_) => panic!("bulkhead did not start:\n{}", seen.join("\n")),
+            }
+        }
+    }
+
+    /// SIGTERM, wait, and return what it printed on stdout (the final counters).
+    fn stop(mut self) -> String {
+        let mut child = self.child.take().unwrap();
+        Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+        let mut out = String::new();
+        child.stdout.take().unwrap().read_to_string(&mut out).unwrap();
+        let status = child.wait().unwrap();
+        assert!(status.success(), "bulkhead exited with {status}; stdout:\n{out}");
+        out
+    }
+}
+
+impl Drop for Appliance {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+fn demo_config() -> String {
+    std::fs::read_to_string(repo().join("configs/demo.yaml")).unwrap()
+}
+
+/// The demo's appliance section with a policy that allows everything.
+fn allow_all_config() -> String {
+    let demo = demo_config();
+    let appliance = &demo[..demo.find("\nsegments:").unwrap()];
+    format!("{appliance}\nsegments:\n  - name: all\n    cidrs: [0.0.0.0/0, \"::/0\"]\ndefault: allow\nintra_segment: allow\nunmatched: drop\n")
+}
+
+/// Value of counter line `name` (first number after it) in a report.
+fn counter(report: &str, name: &str) -> u64 {
+    report
+        .lines()
+        .find(|l| l.trim_start().starts_with(name))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+/// rx_packets, rx_bytes, tx_packets, tx_bytes of port `name` in a report.
+fn port_row(report: &str, name: &str) -> [u64; 4] {
+    let line = report.lines().find(|l| l.split_whitespace().next() == Some(name)).expect("port row");
+    let v: Vec<u64> = line.split_whitespace().skip(1).take(4).map(|x| x.parse().unwrap()).collect();
+    [v[0], v[1], v[2], v[3]]
+}
+
+#[test]
+fn ping_and_tcp_cross_the_appliance_and_stop_when_it_stops() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let tb = Testbed::up();
+    // Without the appliance the two sides are not connected at all.
+    assert!(!tb.ping("web", API, 1), "west and east must only meet through bulkhead");
+
+    let app = Appliance::start(&tb, &allow_all_config());
+    assert!(tb.ping("web", API, 3), "ping web -> api through bulkhead");
+    assert!(tb.ping("api", WEB, 2), "ping api -> web through bulkhead");
+    assert!(tb.tcp_transfer("web", "api", API, 5001, 2 << 20), "2 MiB over TCP web -> api");
+    let report = app.stop();
+    let (west, east) = (port_row(&report, "west"), port_row(&report, "east"));
+    assert!(west[1] >= 2 << 20, "the 2 MiB entered on west:\n{report}");
+    assert_eq!((west[0], west[1]), (east[2], east[3]), "all west rx left on east:\n{report}");
+    assert_eq!((east[0], east[1]), (west[2], west[3]), "all east rx left on west:\n{report}");
+    assert_eq!(counter(&report, "drops:"), 0, "{report}");
+
+    assert!(!tb.ping("web", API, 2), "traffic must stop when bulkhead stops");
+}
+
+#[test]
+fn segments_allow_and_deny_by_policy() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let tb = Testbed::up();
+    let app = Appliance::start(&tb, &demo_config());
+
+    assert!(tb.ping("web", API, 2), "web -> api ping is allowed");
+    assert!(tb.exec("web", &["ping", "-6", "-c", "2", "-i", "0.2", "-W", "1", API6]).status.success(), "web -> api ping6");
+    assert!(tb.tcp_transfer("web", "api", API, 8080, 256 << 10), "web -> api tcp/8080 is allowed");
+    assert!(tb.tcp_transfer("ops", "db", DB, 5432, 64 << 10), "ops -> db tcp/5432 is allowed");
+    assert!(!tb.ping("web", DB, 2), "web -> db is denied");
+    assert!(!tb.tcp_transfer("web", "api", API, 22, 1024), "web -> api tcp/22 is denied");
+    assert!(!tb.tcp_transfer("web", "db", DB, 5432, 1024), "web -> db tcp/5432 is denied");
+
+    let report = app.stop();
+    assert!(counter(&report, "policy_deny") > 0, "denials counted:\n{report}");
+    assert!(counter(&report, "web-to-api-http") > 0, "rule counter:\n{report}");
+    assert!(counter(&report, "ops-to-db") > 0, "rule counter:\n{report}");
+    assert!(counter(&report, "web-to-api-ping") >= 2, "rule counter:\n{report}");
+}
