@@ -4,7 +4,7 @@
 set -euo pipefail
 
 packages=(
-  libdpdk-dev dpdk          # DPDK 22.11 LTS: headers, libraries, PMDs, dpdk-testpmd, dpdk-devbind.py
+  libdpdk-dev dpdk dpdk-dev # DPDK 22.11 LTS: headers, libraries, PMDs, dpdk-devbind.py; dpdk-testpmd
   clang libclang-dev        # bindgen
   pkg-config build-essential
   libpcap-dev               # net_pcap PMD headers (replays)

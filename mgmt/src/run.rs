@@ -172,6 +172,7 @@ fn run_with_eal(
             .map_err(|e| err(format!("{file}: appliance.ports[{i}] ({}): {e}", appliance.ports[i].name)))?;
     }
 
+    let started = Instant::now();
     let counters: Vec<Arc<WorkerCounters>> = (0..workers).map(|_| Arc::new(WorkerCounters::new(ports.len()))).collect();
     let mut worker_list = Vec::with_capacity(workers);
     for (w, wc) in counters.iter().enumerate() {
@@ -200,7 +201,7 @@ fn run_with_eal(
         let options = options.clone();
         std::thread::Builder::new()
             .name("bulkhead-mgmt".into())
-            .spawn(move || management_loop(core, &stop, &options, &port_names, &counters, &shared))
+            .spawn(move || management_loop(core, started, &stop, &options, &port_names, &counters, &shared))
             .map_err(|e| err(format!("cannot start the management thread: {e}")))?
     };
 
@@ -247,7 +248,8 @@ fn run_with_eal(
     let driver: Vec<_> = ports.iter().map(|p| p.stats().ok()).collect();
     let refs: Vec<&WorkerCounters> = counters.iter().map(Arc::as_ref).collect();
     let active = shared.current();
-    let snapshot = Snapshot::take(&port_names, &driver, &refs, active.as_deref());
+    let mut snapshot = Snapshot::take(&port_names, &driver, &refs, active.as_deref());
+    snapshot.uptime_secs = started.elapsed().as_secs_f64();
     drop(ports);
     drop(pool);
     Ok(snapshot)
@@ -255,6 +257,7 @@ fn run_with_eal(
 
 fn management_loop(
     core: Option<u32>,
+    started: Instant,
     stop: &AtomicBool,
     options: &RunOptions,
     port_names: &[String],
@@ -266,7 +269,6 @@ fn management_loop(
             log::warn!("could not pin the management thread to core {core}");
         }
     }
-    let started = Instant::now();
     let mut last_stats = Instant::now();
     while !stop.load(Ordering::Relaxed) {
         std::thread::sleep(Duration::from_millis(50));
@@ -278,7 +280,9 @@ fn management_loop(
                 last_stats = Instant::now();
                 let refs: Vec<&WorkerCounters> = counters.iter().map(Arc::as_ref).collect();
                 let active = shared.current();
-                eprint!("{}", Snapshot::take(port_names, &[], &refs, active.as_deref()).report());
+                let mut snapshot = Snapshot::take(port_names, &[], &refs, active.as_deref());
+                snapshot.uptime_secs = started.elapsed().as_secs_f64();
+                eprint!("{}", snapshot.report());
             }
         }
     }

@@ -55,8 +55,10 @@ pub struct PairSnapshot {
 }
 
 /// All counters at one instant.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq)]
 pub struct Snapshot {
+    /// Seconds since the ports started forwarding.
+    pub uptime_secs: f64,
     /// Version of the policy in force (0: none).
     pub policy_version: u64,
     /// Per port.
@@ -152,7 +154,7 @@ impl Snapshot {
     /// A human-readable report: ports, drops by reason (non-zero), rules, segment pairs.
     pub fn report(&self) -> String {
         let mut out = String::new();
-        let _ = writeln!(out, "policy version {}", self.policy_version);
+        let _ = writeln!(out, "policy version {}, uptime {:.3} s", self.policy_version, self.uptime_secs);
         let _ = writeln!(out, "{:<12} {:>12} {:>14} {:>12} {:>14} {:>10} {:>10}", "port", "rx_packets", "rx_bytes", "tx_packets", "tx_bytes", "missed", "errors");
         for p in &self.ports {
             let (missed, errors) = p.driver.map_or((0, 0), |d| (d.rx_missed, d.rx_errors + d.tx_errors));
