@@ -6,6 +6,8 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 
+use mgmt::explain::{explain_command, ExplainArgs};
+use mgmt::lint::check_command;
 use mgmt::run::{run, RunOptions};
 
 #[derive(Parser)]
@@ -29,6 +31,18 @@ enum Command {
         #[arg(long)]
         stats_interval: Option<f64>,
     },
+    /// Validate and compile a policy file; print warnings. Exit 0 when loadable, 2 when not.
+    Check {
+        /// The configuration or policy file.
+        file: PathBuf,
+    },
+    /// Show how the policy decides one packet: segments, rule, verdict and why.
+    /// Exit 0 when allowed, 1 when denied, 2 on bad input.
+    Explain(ExplainArgs),
+}
+
+fn exit(code: i32) -> ExitCode {
+    ExitCode::from(u8::try_from(code).unwrap_or(1))
 }
 
 fn main() -> ExitCode {
@@ -52,5 +66,17 @@ fn main() -> ExitCode {
                 }
             }
         }
+        Command::Check { file } => {
+            let mut out = Vec::new();
+            let code = check_command(&file, &mut out);
+            let text = String::from_utf8_lossy(&out);
+            if code == 0 {
+                print!("{text}");
+            } else {
+                eprint!("{text}");
+            }
+            exit(code)
+        }
+        Command::Explain(args) => exit(explain_command(&args, &mut std::io::stdout())),
     }
 }

@@ -1,0 +1,11 @@
+//! The control plane of bulkhead as a library: configuration loading and validation
+//! ([`config`]), policy checks ([`lint`]) and packet explanations ([`explain`]).
+//! The `bulkhead` binary wires its subcommands to [`lint::check_command`] and
+//! [`explain::explain_command`].
+#![deny(unsafe_code)]
+
+pub mod config;
+pub mod explain;
+pub mod lint;
+pub mod run;
+pub mod stats;
