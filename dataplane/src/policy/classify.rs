@@ -1,0 +1,212 @@
+//! The packet path: [`Policy::classify`]. No allocation, no lock, no panic, no `unsafe`:
+//! every index goes through `get`, and a miss (impossible by construction) reads as an
+//! empty list or "no match", which ends in the default action or a deny.
+
+use super::compile::{CompiledRule, RuleIndex, Span, PROTO_ANY};
+use super::lpm::Entry;
+use super::spec::{SegmentId, Unmatched};
+use super::{Decision, Policy, Verdict, Why};
+use crate::counters::DropReason;
+use crate::packet::proto;
+use crate::packet::{PacketMeta, ETHERTYPE_ARP, L4};
+
+/// ICMPv6 types of neighbour discovery: router solicitation (133) to redirect (137).
+const ND_TYPES: std::ops::RangeInclusive<u8> = 133..=137;
+
+pub(super) fn classify(p: &Policy, meta: &PacketMeta) -> Decision {
+    let (src, dst) = match meta.addrs {
+        Some((s, d)) => {
+            let vlan = meta.vlan();
+            (p.lpm.lookup(s, vlan), p.lpm.lookup(d, vlan))
+        }
+        None => (Entry::NONE, Entry::NONE),
+    };
+    decide(p, meta, src, dst)
+}
+
+/// Packets per stage of [`classify_burst`]: a DPDK burst.
+const CHUNK: usize = 32;
+
+pub(super) fn classify_burst(p: &Policy, metas: &[PacketMeta], mut f: impl FnMut(usize, Decision)) {
+    for (c, chunk) in metas.chunks(CHUNK).enumerate() {
+        // Stage 1: every lookup of the chunk, back to back, so their memory accesses
+        // overlap. Stage 2: the decisions.
+        let mut found = [(Entry::NONE, Entry::NONE); CHUNK];
+        for (meta, e) in chunk.iter().zip(found.iter_mut()) {
+            if let Some((s, d)) = meta.addrs {
+                let vlan = meta.vlan();
+                *e = (p.lpm.lookup(s, vlan), p.lpm.lookup(d, vlan));
+            }
+        }
+        for (i, (meta, (s, d))) in chunk.iter().zip(found).enumerate() {
+            f(c * CHUNK + i, decide(p, meta, s, d));
+        }
+    }
+}
+
+/// The decision for `meta`, given the longest matches of its source and destination.
+#[inline(always)]
+fn decide(p: &Policy, meta: &PacketMeta, src: Entry, dst: Entry) -> Decision {
+    if meta.addrs.is_none() {
+        let allowed = (meta.ethertype == ETHERTYPE_ARP && p.non_ip.allow_arp)
+            || p.non_ip.ethertypes.binary_search(&meta.ethertype).is_ok();
+        return Decision::non_ip(if allowed {
+            Verdict::Allow
+        } else {
+            Verdict::Deny(DropReason::EthertypeNotAllowed)
+        });
+    }
+
+    let src_segment = resolve(p, src);
+    let dst_segment = resolve(p, dst);
+    let mut d = Decision {
+        verdict: Verdict::Allow,
+        why: Why::NeighborDiscovery,
+        src_segment,
+        dst_segment,
+        log: false,
+    };
+
+    if p.non_ip.allow_nd && meta.proto == proto::ICMPV6 {
+        if let L4::Icmp { ty, .. } = meta.l4 {
+            if ND_TYPES.contains(&ty) {
+                return d;
+            }
+        }
+    }
+
+    let (Some(s), Some(t)) = (src_segment, dst_segment) else {
+        d.verdict = Verdict::Deny(DropReason::UnknownAddress);
+        d.why = if src_segment.is_none() {
+            Why::UnknownSource
+        } else {
+            Why::UnknownDestination
+        };
+        return d;
+    };
+
+    match first_match(&p.rules, s, t, meta) {
+        Some((id, rule)) => {
+            d.verdict = Verdict::from_action(rule.action);
+            d.why = Why::Rule(id);
+            d.log = rule.log;
+        }
+        None if s == t => {
+            d.verdict = Verdict::from_action(p.intra_segment_default);
+            d.why = Why::IntraSegmentDefault;
+        }
+        None => {
+            d.verdict = Verdict::from_action(p.default_action);
+            d.why = Why::Default;
+        }
+    }
+    d
+}
+
+/// The segment of `addr`, the unmatched segment applied.
+#[inline(always)]
+fn resolve(p: &Policy, found: Entry) -> Option<SegmentId> {
+    match found.value() {
+        Some(s) => Some(s),
+        None => match p.unmatched {
+            Unmatched::Segment(s) => Some(s),
+            Unmatched::Drop => None,
+        },
+    }
+}
+
+/// The lowest-numbered rule that matches, among the four candidate lists of (s, d).
+#[inline]
+fn first_match<'a>(
+    ix: &'a RuleIndex,
+    s: SegmentId,
+    d: SegmentId,
+    meta: &PacketMeta,
+) -> Option<(u32, &'a CompiledRule)> {
+    let mut best: Option<(u32, &CompiledRule)> = None;
+    let si = usize::from(s);
+    if let (Some(&lo), Some(&hi)) = (ix.pair_start.get(si), ix.pair_start.get(si + 1)) {
+        let pairs = ix.pairs.get(lo as usize..hi as usize).unwrap_or(&[]);
+        if let Ok(i) = pairs.binary_search_by_key(&d, |x| x.0) {
+            if let Some(&(_, span)) = pairs.get(i) {
+                scan(ix, span, meta, &mut best);
+            }
+        }
+    }
+    if let Some(&span) = ix.from_src.get(si) {
+        scan(ix, span, meta, &mut best);
+    }
+    if let Some(&span) = ix.to_dst.get(usize::from(d)) {
+        scan(ix, span, meta, &mut best);
+    }
+    scan(ix, ix.any_any, meta, &mut best);
+    best
+}
+
+/// Scans one ascending list up to the best match so far; records an earlier match.
+#[inline(always)]
+fn scan<'a>(
+    ix: &'a RuleIndex,
+    span: Span,
+    meta: &PacketMeta,
+    best: &mut Option<(u32, &'a CompiledRule)>,
+) {
+    if span.len == 0 {
+        return;
+    }
+    let bound = best.map_or(u32::MAX, |b| b.0);
+    for &id in slice(&ix.ids, span) {
+        if id >= bound {
+            return;
+        }
+        if let Some(rule) = ix.rules.get(id as usize) {
+            if matches(ix, rule, meta) {
+                *best = Some((id, rule));
+                return;
+            }
+        }
+    }
+}
+
+#[inline(always)]
+fn slice<T>(v: &[T], span: Span) -> &[T] {
+    let start = span.start as usize;
+    v.get(start..start.saturating_add(span.len as usize))
+        .unwrap_or(&[])
+}
+
+#[inline(always)]
+fn matches(ix: &RuleIndex, r: &CompiledRule, meta: &PacketMeta) -> bool {
+    if r.proto != PROTO_ANY && r.proto != u16::from(meta.proto) {
+        return false;
+    }
+    if r.dst_ports.len != 0 || r.src_ports.len != 0 {
+        let L4::Ports { src, dst } = meta.l4 else {
+            return false;
+        };
+        if !in_ranges(slice(&ix.ports, r.dst_ports), dst)
+            || !in_ranges(slice(&ix.ports, r.src_ports), src)
+        {
+            return false;
+        }
+    }
+    if r.icmp.len != 0 {
+        let L4::Icmp { ty, .. } = meta.l4 else {
+            return false;
+        };
+        if slice(&ix.icmp, r.icmp).binary_search(&ty).is_err() {
+            return false;
+        }
+    }
+    true
+}
+
+/// Whether `port` lies in one of `ranges` (sorted, disjoint); an empty list is "any".
+#[inline(always)]
+fn in_ranges(ranges: &[(u16, u16)], port: u16) -> bool {
+    if ranges.is_empty() {
+        return true;
+    }
+    let i = ranges.partition_point(|r| r.1 < port);
+    ranges.get(i).is_some_and(|r| r.0 <= port)
+}
