@@ -1,0 +1,171 @@
+#!/usr/bin/env python3
+"""Forwarding rate of the bulkhead worker loop against dpdk-testpmd, side by side.
+
+Both run on the same virtual ports and the same worker core (lcore 1; the main /
+management thread on lcore 0), one after the other, for --trials rounds; each figure is
+the median of the per-second rates after a warm-up second, and the ratio is taken
+between the medians of the same run. These machines are shared and noisy: read the
+ratio, not the absolute rates.
+
+Scenarios:
+  null    net_null,copy=1 ports (64-byte all-zero frames: 802.3 frames, forwarded by
+          bulkhead because the policy allows LLC); bulkhead with an allow-all policy
+          against testpmd --forward-mode=io.
+  policy  net_pcap ports replaying (infinite_rx) IPv4/IPv6 traffic with a realistic
+          address mix drawn from a large policy (1,000 segments, 10,000 CIDRs, 1,000
+          rules); bulkhead enforcing that policy against testpmd io on the same ports.
+          Needs --workdir with policy.yaml and traffic-*.pcap (see scripts/bench.sh).
+
+Writes a JSON summary to --json if given and prints a Markdown table.
+"""
+import argparse
+import json
+import os
+import re
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def eal_common(prefix):
+    return ["--no-huge", "-m", "1024", "--no-pci", "--no-shconf", "--file-prefix", prefix,
+            "--log-level", "*:warning", "--no-telemetry"]
+
+
+def vdevs(args):
+    if args.scenario == "null":
+        return ["net_null0,copy=1", "net_null1,copy=1"]
+    return [f"net_pcap0,rx_pcap={args.workdir}/traffic-0.pcap,infinite_rx=1",
+            f"net_pcap1,rx_pcap={args.workdir}/traffic-1.pcap,infinite_rx=1"]
+
+
+def testpmd(args, mode):
+    cmd = ["dpdk-testpmd", "-l", "0,1"] + eal_common(f"bench-tp-{os.getpid()}")
+    for v in vdevs(args):
+        cmd += ["--vdev", v]
+    cmd += ["--", f"--forward-mode={mode}", "--total-num-mbufs=16384", "--stats-period", "1",
+            "--nb-cores=1", "--burst=32", "--rxd=1024", "--txd=1024"]
+    # testpmd runs until its stdin closes: feed it a pipe that closes after the run.
+    p = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    time.sleep(args.seconds)
+    out, _ = p.communicate(input="\n", timeout=30)
+    pps = [int(x) for x in re.findall(r"Tx-pps:\s+(\d+)", out)]
+    # One line per port per period: sum the ports of each period.
+    periods = [sum(pps[i:i + 2]) for i in range(0, len(pps) - 1, 2)]
+    if len(periods) < 3:
+        raise SystemExit(f"testpmd gave too few samples:\n{out[-3000:]}")
+    return periods[1:]
+
+
+def bulkhead_config(args):
+    ports = vdevs(args)
+    head = f"""appliance:
+  ports:
+    - {{ name: p0, device: "{ports[0]}" }}
+    - {{ name: p1, device: "{ports[1]}" }}
+  pairs: [[p0, p1]]
+  workers: [1]
+  management_core: 0
+  mempool: {{ mbufs: 16383, cache: 256 }}
+  hugepages: false
+  memory_mb: 1024
+"""
+    if args.scenario == "null":
+        return head + """segments:
+  - name: all
+    cidrs: [0.0.0.0/0, "::/0"]
+default: allow
+intra_segment: allow
+unmatched: drop
+non_ip:
+  llc: allow
+"""
+    with open(os.path.join(args.workdir, "policy.yaml")) as f:
+        return head + f.read()
+
+
+def bulkhead(args):
+    with tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False) as f:
+        f.write(bulkhead_config(args))
+        path = f.name
+    try:
+        cmd = [args.bulkhead, "run", "--config", path, "--duration", str(args.seconds), "--stats-interval", "1"]
+        r = subprocess.run(cmd, capture_output=True, text=True, timeout=args.seconds + 60)
+    finally:
+        os.unlink(path)
+    if r.returncode != 0:
+        raise SystemExit(f"bulkhead failed:\n{r.stderr[-3000:]}")
+    samples = []
+    for block in r.stderr.split("policy version")[1:]:
+        m = re.search(r"uptime ([\d.]+) s", block)
+        tx = sum(int(l.split()[3]) for l in block.splitlines() if re.match(r"p[01] ", l))
+        if m:
+            samples.append((float(m.group(1)), tx))
+    rates = [(b[1] - a[1]) / (b[0] - a[0]) for a, b in zip(samples, samples[1:]) if b[0] > a[0]]
+    if len(rates) < 2:
+        raise SystemExit(f"bulkhead gave too few samples:\n{r.stderr[-3000:]}")
+    drops = re.findall(r"^\s+(\w+)\s+(\d+)\s+\(", r.stdout, re.M)
+    return rates[1:], dict((k, int(v)) for k, v in drops)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--scenario", choices=["null", "policy"], default="null")
+    ap.add_argument("--workdir", default=os.path.join(ROOT, "results", "bench-data"))
+    ap.add_argument("--bulkhead", default=os.path.join(ROOT, "target", "release", "bulkhead"))
+    ap.add_argument("--trials", type=int, default=3)
+    ap.add_argument("--seconds", type=int, default=5)
+    ap.add_argument("--modes", default="io", help="testpmd forward modes, comma-separated (io,5tswap)")
+    ap.add_argument("--json")
+    args = ap.parse_args()
+
+    runs = {"bulkhead": []}
+    drops = {}
+    modes = args.modes.split(",")
+    for m in modes:
+        runs[f"testpmd-{m}"] = []
+    for t in range(args.trials):
+        for m in modes:
+            runs[f"testpmd-{m}"] += testpmd(args, m)
+        rates, drops = bulkhead(args)
+        runs["bulkhead"] += rates
+        print(f"trial {t + 1}/{args.trials}: " + ", ".join(
+            f"{k} {statistics.median(v) / 1e6:.2f} Mpps" for k, v in runs.items()), file=sys.stderr)
+
+    med = {k: statistics.median(v) for k, v in runs.items()}
+    result = {
+        "scenario": args.scenario,
+        "trials": args.trials,
+        "seconds_per_trial": args.seconds,
+        "median_pps": med,
+        "ratios": {f"bulkhead/{k}": med["bulkhead"] / med[k] for k in med if k != "bulkhead"},
+        "bulkhead_drops_last_trial": {k: v for k, v in drops.items() if v},
+        "machine": {"cpus": os.cpu_count(), "cpu": cpu_model()},
+    }
+    print(f"| scenario | {' | '.join(med)} | " + " | ".join(result["ratios"]) + " |")
+    print("|---" * (len(med) + len(result["ratios"]) + 1) + "|")
+    print(f"| {args.scenario} | " + " | ".join(f"{v / 1e6:.2f} Mpps" for v in med.values()) + " | "
+          + " | ".join(f"{r:.3f}" for r in result["ratios"].values()) + " |")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(result, f, indent=2)
+    return 0
+
+
+def cpu_model():
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return "unknown"
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# The whole test suite: pure Rust (ring 1), in-process DPDK on virtual devices (ring 2)
+# and the system tests through the real binary on network namespaces (ring 3, root).
+# Installs what is missing first, so it runs on a fresh Debian 12 machine.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+scripts/install-deps.sh
+export PATH="$HOME/.cargo/bin:$PATH"
+cargo --version
+
+echo "== build"
+cargo build --workspace --all-targets
+echo "== tests"
+cargo test --workspace -- --test-threads=2
