@@ -157,7 +157,7 @@ fn segmented_policy() -> Policy {
         default_action: Action::Deny,
         intra_segment_default: Action::Allow,
         unmatched: Unmatched::Segment(2),
-        non_ip: NonIpSpec { allow_arp: true, allow_neighbor_discovery: true, allowed_ethertypes: vec![] },
+        non_ip: NonIpSpec { allow_arp: true, allow_neighbor_discovery: true, allow_llc: false, allowed_ethertypes: vec![] },
     };
     Policy::compile(&spec, 1).expect("compile")
 }
@@ -169,7 +169,7 @@ fn allow_all_policy() -> Policy {
         default_action: Action::Allow,
         intra_segment_default: Action::Allow,
         unmatched: Unmatched::Drop,
-        non_ip: NonIpSpec { allow_arp: true, allow_neighbor_discovery: true, allowed_ethertypes: vec![0x88cc] },
+        non_ip: NonIpSpec { allow_arp: true, allow_neighbor_discovery: true, allow_llc: false, allowed_ethertypes: vec![0x88cc] },
     };
     Policy::compile(&spec, 7).expect("compile")
 }

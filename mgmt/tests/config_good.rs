@@ -88,6 +88,7 @@ fn a_full_file_loads_to_the_expected_spec() {
         unmatched: Unmatched::Segment(3),
         non_ip: NonIpSpec {
             allow_arp: false,
+            allow_llc: false,
             allow_neighbor_discovery: true,
             allowed_ethertypes: vec![0x88cc, 0x88b5],
         },
@@ -151,6 +152,7 @@ fn a_minimal_file_takes_the_documented_defaults() {
         p.non_ip,
         NonIpSpec {
             allow_arp: true,
+            allow_llc: false,
             allow_neighbor_discovery: true,
             allowed_ethertypes: vec![]
         }

@@ -67,6 +67,8 @@ mod tests;
 
 /// Ethertype of IPv4.
 pub const ETHERTYPE_IPV4: u16 = 0x0800;
+/// Smallest ethertype: a smaller value in that field is an IEEE 802.3 length (LLC frame).
+pub const ETHERTYPE_MIN: u16 = 0x0600;
 /// Ethertype of ARP.
 pub const ETHERTYPE_ARP: u16 = 0x0806;
 /// Ethertype of IPv6.

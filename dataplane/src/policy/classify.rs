@@ -8,7 +8,7 @@ use super::spec::{SegmentId, Unmatched};
 use super::{Decision, Policy, Verdict, Why};
 use crate::counters::DropReason;
 use crate::packet::proto;
-use crate::packet::{PacketMeta, ETHERTYPE_ARP, L4};
+use crate::packet::{PacketMeta, ETHERTYPE_ARP, ETHERTYPE_MIN, L4};
 
 /// ICMPv6 types of neighbour discovery: router solicitation (133) to redirect (137).
 const ND_TYPES: std::ops::RangeInclusive<u8> = 133..=137;
@@ -49,6 +49,7 @@ pub(super) fn classify_burst(p: &Policy, metas: &[PacketMeta], mut f: impl FnMut
 fn decide(p: &Policy, meta: &PacketMeta, src: Entry, dst: Entry) -> Decision {
     if meta.addrs.is_none() {
         let allowed = (meta.ethertype == ETHERTYPE_ARP && p.non_ip.allow_arp)
+            || (meta.ethertype < ETHERTYPE_MIN && p.non_ip.allow_llc)
             || p.non_ip.ethertypes.binary_search(&meta.ethertype).is_ok();
         return Decision::non_ip(if allowed {
             Verdict::Allow

@@ -142,6 +142,7 @@ impl RuleIndex {
 pub(super) struct NonIp {
     pub(super) allow_arp: bool,
     pub(super) allow_nd: bool,
+    pub(super) allow_llc: bool,
     /// Sorted, unique.
     pub(super) ethertypes: Box<[u16]>,
 }
@@ -178,6 +179,7 @@ pub(super) fn compile(spec: &PolicySpec, version: u64) -> Result<Policy, Compile
         non_ip: NonIp {
             allow_arp: spec.non_ip.allow_arp,
             allow_nd: spec.non_ip.allow_neighbor_discovery,
+            allow_llc: spec.non_ip.allow_llc,
             ethertypes: ethertypes.into_boxed_slice(),
         },
         default_action: spec.default_action,

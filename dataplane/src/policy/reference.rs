@@ -22,6 +22,7 @@ pub fn classify(spec: &PolicySpec, meta: &PacketMeta) -> Decision {
     // 1. Non-IP frames.
     let Some((src, dst)) = meta.addrs else {
         let allowed = (meta.ethertype == ETHERTYPE_ARP && spec.non_ip.allow_arp)
+            || (meta.ethertype < 0x0600 && spec.non_ip.allow_llc)
             || spec.non_ip.allowed_ethertypes.contains(&meta.ethertype);
         return Decision {
             verdict: if allowed {

@@ -101,6 +101,9 @@ pub struct NonIpSpec {
     /// Forward ICMPv6 neighbour discovery (router/neighbour solicitation and
     /// advertisement, redirect: types 133-137) regardless of rules.
     pub allow_neighbor_discovery: bool,
+    /// Forward IEEE 802.3 frames that carry a length (below 0x0600) where Ethernet II
+    /// carries an ethertype: LLC/SNAP traffic such as spanning-tree BPDUs and CDP.
+    pub allow_llc: bool,
     /// Further ethertypes that are forwarded (e.g. 0x88cc LLDP); all others are dropped.
     pub allowed_ethertypes: Vec<u16>,
 }

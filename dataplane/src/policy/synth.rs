@@ -313,6 +313,7 @@ pub fn policy(seed: u64, p: &Params) -> PolicySpec {
         },
         non_ip: NonIpSpec {
             allow_arp: rng.chance(0.8),
+            allow_llc: rng.chance(0.3),
             allow_neighbor_discovery: rng.chance(0.8),
             allowed_ethertypes: if rng.chance(0.5) {
                 vec![0x88cc]

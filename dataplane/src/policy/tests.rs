@@ -48,6 +48,7 @@ fn spec(segments: Vec<SegmentSpec>, rules: Vec<RuleSpec>) -> PolicySpec {
         unmatched: Unmatched::Drop,
         non_ip: NonIpSpec {
             allow_arp: true,
+            allow_llc: false,
             allow_neighbor_discovery: true,
             allowed_ethertypes: vec![0x88cc],
         },
@@ -122,6 +123,20 @@ fn non_ip_frames() {
     assert_eq!(
         both(&s2, &p).verdict,
         Verdict::Deny(DropReason::EthertypeNotAllowed)
+    );
+    // 802.3 (LLC) frames: a length in the ethertype field; off unless allowed.
+    p.ethertype = 0x0026;
+    assert_eq!(
+        both(&s, &p).verdict,
+        Verdict::Deny(DropReason::EthertypeNotAllowed)
+    );
+    s2.non_ip.allow_llc = true;
+    assert_eq!(both(&s2, &p).verdict, Verdict::Allow);
+    p.ethertype = 0x0600;
+    assert_eq!(
+        both(&s2, &p).verdict,
+        Verdict::Deny(DropReason::EthertypeNotAllowed),
+        "0x0600 is an ethertype, not a length"
     );
 }
 

@@ -162,11 +162,12 @@ pub struct RawRule {
 #[derive(Debug, serde::Deserialize)]
 #[serde(
     deny_unknown_fields,
-    expecting = "a mapping with keys arp, neighbor_discovery, ethertypes"
+    expecting = "a mapping with keys arp, neighbor_discovery, llc, ethertypes"
 )]
 pub struct RawNonIp {
     pub arp: Option<Scalar>,
     pub neighbor_discovery: Option<Scalar>,
+    pub llc: Option<Scalar>,
     pub ethertypes: Option<Vec<Scalar>>,
 }
 

@@ -675,6 +675,7 @@ fn non_ip(raw: Option<RawNonIp>) -> FieldResult<NonIpSpec> {
         return Ok(NonIpSpec {
             allow_arp: true,
             allow_neighbor_discovery: true,
+            allow_llc: false,
             allowed_ethertypes: Vec::new(),
         });
     };
@@ -686,6 +687,11 @@ fn non_ip(raw: Option<RawNonIp>) -> FieldResult<NonIpSpec> {
     };
     let allow_arp = allow(&raw.arp, "non_ip.arp")?;
     let allow_neighbor_discovery = allow(&raw.neighbor_discovery, "non_ip.neighbor_discovery")?;
+    // 802.3 frames are off unless asked for: they are rare on container networks.
+    let allow_llc = match &raw.llc {
+        None => false,
+        Some(s) => action(s, "non_ip.llc")? == Action::Allow,
+    };
     let mut allowed_ethertypes: Vec<u16> = Vec::new();
     for (k, e) in raw.ethertypes.unwrap_or_default().iter().enumerate() {
         let p = format!("non_ip.ethertypes[{k}]");
@@ -720,6 +726,7 @@ fn non_ip(raw: Option<RawNonIp>) -> FieldResult<NonIpSpec> {
     Ok(NonIpSpec {
         allow_arp,
         allow_neighbor_discovery,
+        allow_llc,
         allowed_ethertypes,
     })
 }
