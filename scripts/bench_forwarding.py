@@ -22,6 +22,7 @@ import argparse
 import json
 import os
 import re
+import signal
 import statistics
 import subprocess
 import sys
@@ -49,10 +50,12 @@ def testpmd(args, mode):
         cmd += ["--vdev", v]
     cmd += ["--", f"--forward-mode={mode}", "--total-num-mbufs=16384", "--stats-period", "1",
             "--nb-cores=1", "--burst=32", "--rxd=1024", "--txd=1024"]
-    # testpmd runs until its stdin closes: feed it a pipe that closes after the run.
-    p = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    # With --stats-period testpmd prints rates every second until SIGINT (without it, it
+    # would wait for its stdin to close).
+    p = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     time.sleep(args.seconds)
-    out, _ = p.communicate(input="\n", timeout=30)
+    p.send_signal(signal.SIGINT)
+    out, _ = p.communicate(timeout=30)
     pps = [int(x) for x in re.findall(r"Tx-pps:\s+(\d+)", out)]
     # One line per port per period: sum the ports of each period.
     periods = [sum(pps[i:i + 2]) for i in range(0, len(pps) - 1, 2)]

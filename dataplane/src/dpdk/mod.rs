@@ -33,8 +33,28 @@ pub use ring::VirtualCable;
 /// Reads the CPU timestamp counter.
 #[inline(always)]
 pub fn tsc() -> u64 {
-    // SAFETY: reads a CPU register; no preconditions.
-    unsafe { dpdk_sys::bh_get_tsc_cycles() }
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: RDTSC has no preconditions.
+    unsafe {
+        std::arch::x86_64::_rdtsc()
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    // SAFETY: reads the platform's cycle counter; no preconditions.
+    unsafe {
+        dpdk_sys::bh_get_tsc_cycles()
+    }
+}
+
+/// Hints the CPU to load the cache line at `ptr` (any address: a prefetch never faults).
+#[inline(always)]
+pub fn prefetch<T>(ptr: *const T) {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: PREFETCHT0 is a hint; it does not fault, even on an invalid address.
+    unsafe {
+        std::arch::x86_64::_mm_prefetch(ptr as *const i8, std::arch::x86_64::_MM_HINT_T0);
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = ptr;
 }
 
 /// Timestamp-counter ticks per second (valid after [`Eal::init`]).
