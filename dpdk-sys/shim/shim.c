@@ -14,14 +14,9 @@ uint16_t bh_eth_tx_burst(uint16_t port_id, uint16_t queue_id, struct rte_mbuf **
 
 struct rte_mbuf *bh_pktmbuf_alloc(struct rte_mempool *mp) { return rte_pktmbuf_alloc(mp); }
 void bh_pktmbuf_free(struct rte_mbuf *m) { rte_pktmbuf_free(m); }
-uint8_t *bh_pktmbuf_data(struct rte_mbuf *m) { return rte_pktmbuf_mtod(m, uint8_t *); }
-uint16_t bh_pktmbuf_data_len(const struct rte_mbuf *m) { return rte_pktmbuf_data_len(m); }
-uint32_t bh_pktmbuf_pkt_len(const struct rte_mbuf *m) { return rte_pktmbuf_pkt_len(m); }
-uint16_t bh_pktmbuf_nb_segs(const struct rte_mbuf *m) { return m->nb_segs; }
 uint8_t *bh_pktmbuf_append(struct rte_mbuf *m, uint16_t len) {
     return (uint8_t *)rte_pktmbuf_append(m, len);
 }
-uint16_t bh_pktmbuf_tailroom(const struct rte_mbuf *m) { return rte_pktmbuf_tailroom(m); }
 
 unsigned bh_lcore_id(void) { return rte_lcore_id(); }
 uint64_t bh_get_tsc_cycles(void) { return rte_get_tsc_cycles(); }

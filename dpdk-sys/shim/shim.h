@@ -33,12 +33,7 @@ uint16_t bh_eth_tx_burst(uint16_t port_id, uint16_t queue_id, struct rte_mbuf **
 /* Mbuf helpers. */
 struct rte_mbuf *bh_pktmbuf_alloc(struct rte_mempool *mp);
 void bh_pktmbuf_free(struct rte_mbuf *m);
-uint8_t *bh_pktmbuf_data(struct rte_mbuf *m);
-uint16_t bh_pktmbuf_data_len(const struct rte_mbuf *m);
-uint32_t bh_pktmbuf_pkt_len(const struct rte_mbuf *m);
-uint16_t bh_pktmbuf_nb_segs(const struct rte_mbuf *m);
 uint8_t *bh_pktmbuf_append(struct rte_mbuf *m, uint16_t len);
-uint16_t bh_pktmbuf_tailroom(const struct rte_mbuf *m);
 
 /* Lcores and time. */
 unsigned bh_lcore_id(void);
