@@ -4,9 +4,9 @@
 //! it in a separate dense array: 0 for an empty slot, else `tag << 8 | (distance + 1)`,
 //! where the tag is 8 bits of the key's hash and the distance is how far the slot is
 //! from the key's home slot. A probe reads `meta` (32 slots per cache line) and touches
-//! a flow only when its tag matches. The Robin Hood invariant (along a probe run,
-//! distances never drop by more than... a key is never further from home than the key
-//! it passed) lets a miss stop as soon as it meets a slot closer to its home than the
+//! a flow only when its tag matches. The Robin Hood invariant (an insertion takes the slot of
+//! any flow closer to its home than the new one would be, so along a run distances
+//! grow by at most one per slot) lets a miss stop as soon as it meets a slot closer to its home than the
 //! probe is. Insertion shifts the run after the insertion point by one slot; removal
 //! shifts the following run back (no tombstones, so churn never degrades the table).
 //!
@@ -55,6 +55,12 @@ const EMPTY_FLOW: Flow = Flow {
     state: State::Unreplied,
     flags: 0,
 };
+
+/// An empty flow with key `key` (tests).
+#[cfg(test)]
+pub(crate) fn tests_flow(key: Key) -> Flow {
+    Flow { key, ..EMPTY_FLOW }
+}
 
 /// Why a flow could not be inserted.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
