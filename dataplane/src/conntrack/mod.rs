@@ -529,7 +529,7 @@ impl Conntrack {
             };
             let (k, _) = key::make(key::words(q.src), sp, key::words(q.dst), dp, q.proto, tags);
             let i = self.table.find(&k, self.hasher.key(&k))?;
-            self.table.get(i).filter(|f| now < f.expires).map(|f| unpack_decision(f))
+            self.table.get(i).filter(|f| now < f.expires).map(unpack_decision)
         });
         match found {
             Some(d) => {
@@ -558,7 +558,7 @@ impl Conntrack {
                 expired = Some(i);
                 break;
             }
-            if f.state.is_embryonic() && victim.map_or(true, |(_, e)| f.expires < e) {
+            if f.state.is_embryonic() && !matches!(victim, Some((_, e)) if e <= f.expires) {
                 victim = Some((i, f.expires));
             }
         }

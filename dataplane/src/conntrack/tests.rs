@@ -53,7 +53,7 @@ fn allow(rule: u32) -> Decision {
         why: Why::Rule(rule),
         src_segment: Some(1),
         dst_segment: Some(2),
-        log: rule % 2 == 0,
+        log: rule & 1 == 0,
     }
 }
 
