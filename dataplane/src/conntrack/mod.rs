@@ -210,8 +210,9 @@ pub struct Outcome {
     /// What happened.
     pub kind: Kind,
     /// The decision that governs the packet: the classifier's (when `fresh`) or the
-    /// flow's cached one (a hit; `log` is kept as cached). `None` when no decision
-    /// applies (fragments, related errors, conntrack's own drops before classifying).
+    /// flow's cached one (a hit, or the flow a related ICMP error quotes; `log` is kept
+    /// as cached). `None` when no decision applies (fragments, conntrack's own drops
+    /// before classifying).
     pub decision: Option<Decision>,
     /// Whether the classifier was called for this packet (count the decision per rule,
     /// raise its event).
