@@ -92,10 +92,10 @@ mod table;
 #[cfg(test)]
 mod tests;
 
-pub use state::{tcp_initial, tcp_next, Direction, State, Timeouts};
+pub use state::{tcp_initial, tcp_next, Direction, State, Timeouts, FIN_ORIG, FIN_REPLY};
 
 use key::{Hasher64, Key, ORIG_IS_LO};
-use state::{ProtoClass, FIN_ORIG, FIN_REPLY};
+use state::ProtoClass;
 use table::{Flow, Table};
 
 /// Slots searched, from the new key's home slot, for a flow to evict or reclaim when

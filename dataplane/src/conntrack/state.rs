@@ -114,9 +114,9 @@ impl Timeouts {
 }
 
 /// FIN seen from the originator.
-pub(crate) const FIN_ORIG: u8 = 1;
+pub const FIN_ORIG: u8 = 1;
 /// FIN seen from the responder.
-pub(crate) const FIN_REPLY: u8 = 2;
+pub const FIN_REPLY: u8 = 2;
 
 /// The state a TCP flow starts in when its first packet has `flags`, or `None` when
 /// such a packet may not start a flow. A SYN without ACK, RST and FIN starts one in
