@@ -116,6 +116,17 @@ drop_reasons! {
     NoPolicy => "no_policy", "no policy loaded yet (fail closed)";
     /// The paired port's tx queue did not take the packet.
     TxFull => "tx_full", "the paired port's transmit queue was full";
+    /// Connection tracking: the packet belongs to no flow and may not start one (strict
+    /// TCP: only a SYN without ACK starts a flow; an echo reply or an ICMP error that
+    /// quotes no tracked flow).
+    CtInvalid => "ct_invalid", "packet belongs to no flow and may not start one (strict TCP)";
+    /// Connection tracking: the policy allowed a new flow but the flow table had no room.
+    CtTableFull => "ct_table_full", "flow table full (fail closed)";
+    /// Connection tracking: a flow admitted by an older policy was re-checked against the
+    /// new one and denied; the flow was removed.
+    CtRevoked => "ct_revoked", "flow revoked by a new policy";
+    /// A non-first fragment whose first fragment was not seen (or has timed out).
+    FragmentNoFlow => "fragment_no_flow", "non-first fragment with no first fragment seen";
 }
 
 impl From<ParseError> for DropReason {
@@ -224,6 +235,38 @@ impl WorkerCounters {
     pub fn total_drops(&self) -> u64 {
         self.drops.iter().map(Counter::get).sum()
     }
+}
+
+/// One worker's connection-tracking counters (see [`crate::conntrack`]). The worker is
+/// the only writer; the management thread reads them. Drops caused by conntrack are
+/// counted in [`WorkerCounters::drops`] under their own reasons (`ct_*`,
+/// `fragment_no_flow`); these count what the table does.
+#[derive(Debug, Default)]
+#[repr(align(64))]
+pub struct ConntrackCounters {
+    /// Flows in the table now (a gauge).
+    pub entries: Counter,
+    /// Flows inserted.
+    pub inserts: Counter,
+    /// Flows removed because they timed out (lazily on lookup or by the sweep).
+    pub expiries: Counter,
+    /// Embryonic flows evicted to make room for a new one.
+    pub evictions: Counter,
+    /// New flows the policy allowed that found no room (dropped as `ct_table_full`).
+    pub table_full: Counter,
+    /// Flows removed because a new policy denied them on re-check.
+    pub revoked: Counter,
+    /// Flows re-checked against a new policy and kept.
+    pub rechecked: Counter,
+    /// Packets that hit a tracked flow (either direction).
+    pub hits: Counter,
+    /// ICMP errors passed as related to a tracked flow.
+    pub related: Counter,
+    /// First fragments recorded in the fragment table.
+    pub fragments_tracked: Counter,
+    /// Fragment-table entries overwritten before they expired (the table is small and
+    /// soft: the oldest entry of a set gives way).
+    pub fragment_overwrites: Counter,
 }
 
 /// Slots in a worker's (source segment, destination segment) table.

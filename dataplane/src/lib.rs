@@ -5,6 +5,8 @@
 //!   ports and lcores.
 //! - [`packet`]: zero-copy parsing of a frame into a small [`packet::PacketMeta`].
 //! - [`policy`]: the compiled, immutable segmentation [`policy::Policy`] and its classifier.
+//! - [`conntrack`]: the per-worker connection-tracking table (flows, TCP state,
+//!   timeouts, fragments).
 //! - [`counters`]: per-worker counters; every drop reason is declared once there.
 //! - [`worker`]: the run-to-completion poll loop that ties them together.
 //!
@@ -12,6 +14,7 @@
 #![deny(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod conntrack;
 pub mod counters;
 pub mod dpdk;
 pub mod packet;

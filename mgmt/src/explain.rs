@@ -132,6 +132,7 @@ pub fn packet_meta(args: &ExplainArgs) -> Result<(PacketMeta, Vec<String>), Stri
         L4::Icmp {
             ty,
             code: args.icmp_code,
+            id: 0,
         }
     } else {
         L4::None
@@ -229,7 +230,7 @@ fn describe_packet(m: &PacketMeta) -> String {
         L4::Ports { src: sp, dst: dp } => {
             format!("{p} {} -> {}", sock(src, sp), sock(dst, dp))
         }
-        L4::Icmp { ty, code } => format!("{p} type {ty} code {code}, {src} -> {dst}"),
+        L4::Icmp { ty, code, .. } => format!("{p} type {ty} code {code}, {src} -> {dst}"),
         L4::None => format!("protocol {p}, {src} -> {dst}"),
     };
     match m.vlan() {

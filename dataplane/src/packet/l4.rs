@@ -59,10 +59,16 @@ pub(super) fn l4(proto: u8, icmp: u8, data: &[u8]) -> Result<L4Meta, ParseError>
         }
         p if p == icmp => {
             let h: &[u8; ICMP_MIN_HEADER_LEN] = array(data, 0).ok_or(ParseError::TruncatedL4)?;
+            let id = if super::icmp::is_echo(proto, h[0]) {
+                array::<2>(data, 4).map_or(0, |b| u16::from_be_bytes(*b))
+            } else {
+                0
+            };
             Ok(L4Meta {
                 l4: L4::Icmp {
                     ty: h[0],
                     code: h[1],
+                    id,
                 },
                 tcp_flags: 0,
             })

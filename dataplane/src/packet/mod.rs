@@ -32,7 +32,8 @@
 //! - **Layer 4**: TCP (ports, flags byte; data offset >= 5 and the whole header, options
 //!   included, inside the datagram, else [`ParseError::BadTcpHeaderLength`]), UDP (8
 //!   bytes), SCTP (12-byte common header), ICMP in IPv4 and ICMPv6 in IPv6 (type and
-//!   code; the 4 bytes of type, code and checksum must be present). ICMP (1) inside IPv6
+//!   code; the 4 bytes of type, code and checksum must be present; the echo identifier
+//!   too, for echo requests and replies whose 8-byte header is there). ICMP (1) inside IPv6
 //!   and ICMPv6 (58) inside IPv4 are not interpreted ([`L4::None`]). Everything else:
 //!   [`L4::None`] with `proto` set. Only the header is required; the L4 payload may be
 //!   empty.
@@ -60,6 +61,7 @@
 
 use std::net::IpAddr;
 
+pub mod icmp;
 mod ip;
 mod l4;
 #[cfg(test)]
@@ -116,6 +118,22 @@ pub mod proto {
     pub const IPV6_DEST_OPTS: u8 = 60;
 }
 
+/// TCP flag bits of [`PacketMeta::tcp_flags`].
+pub mod tcp_flags {
+    /// FIN: no more data from the sender.
+    pub const FIN: u8 = 0x01;
+    /// SYN: synchronise sequence numbers (opens a connection).
+    pub const SYN: u8 = 0x02;
+    /// RST: reset the connection.
+    pub const RST: u8 = 0x04;
+    /// PSH: push.
+    pub const PSH: u8 = 0x08;
+    /// ACK: the acknowledgement field is significant.
+    pub const ACK: u8 = 0x10;
+    /// URG: the urgent pointer is significant.
+    pub const URG: u8 = 0x20;
+}
+
 /// Layer-4 information the classifier uses.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum L4 {
@@ -135,6 +153,10 @@ pub enum L4 {
         ty: u8,
         /// ICMP code.
         code: u8,
+        /// The echo identifier (bytes 4-5) of an echo request or reply (ICMP types 8
+        /// and 0, ICMPv6 128 and 129) whose 8-byte header is present; 0 for every other
+        /// message. Connection tracking keys ICMP echo on it instead of ports.
+        id: u16,
     },
 }
 

@@ -294,9 +294,9 @@ fn ipv4_udp_empty_payload() {
 fn ipv4_icmp() {
     let m = parse(&eth(ETHERTYPE_IPV4, &ipv4(proto::ICMP, &icmpv4(8, 0)))).unwrap();
     assert_eq!(m.proto, proto::ICMP);
-    assert_eq!(m.l4, L4::Icmp { ty: 8, code: 0 });
+    assert_eq!(m.l4, L4::Icmp { ty: 8, code: 0, id: 0x4242 });
     let m = parse(&eth(ETHERTYPE_IPV4, &ipv4(proto::ICMP, &icmpv4(3, 4)))).unwrap();
-    assert_eq!(m.l4, L4::Icmp { ty: 3, code: 4 });
+    assert_eq!(m.l4, L4::Icmp { ty: 3, code: 4, id: 0 });
 }
 
 #[test]
@@ -574,7 +574,7 @@ fn ipv6_udp_sctp_icmpv6() {
     let m = parse(&eth(ETHERTYPE_IPV6, &ipv6(proto::ICMPV6, &icmpv6(135, 0)))).unwrap();
     assert_eq!(
         (m.proto, m.l4),
-        (proto::ICMPV6, L4::Icmp { ty: 135, code: 0 })
+        (proto::ICMPV6, L4::Icmp { ty: 135, code: 0, id: 0 })
     );
     // ICMP's IPv4 number inside IPv6 is not interpreted.
     let m = parse(&eth(ETHERTYPE_IPV6, &ipv6(proto::ICMP, &icmpv4(8, 0)))).unwrap();
@@ -1208,6 +1208,7 @@ fn arb_frame() -> impl Strategy<Value = (Vec<u8>, PacketMeta)> {
                         L4::Icmp {
                             ty: sp as u8,
                             code: dp as u8,
+                            id: 0,
                         },
                     ),
                     proto::ICMP => (
@@ -1215,6 +1216,7 @@ fn arb_frame() -> impl Strategy<Value = (Vec<u8>, PacketMeta)> {
                         L4::Icmp {
                             ty: sp as u8,
                             code: dp as u8,
+                            id: if matches!(sp as u8, 0 | 8) { 0x4242 } else { 0 },
                         },
                     ),
                     _ => (data.clone(), L4::None),

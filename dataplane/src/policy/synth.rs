@@ -443,6 +443,7 @@ pub fn traffic(
                     L4::Icmp {
                         ty: rng.pick(&[0, 3, 8, 11, 128, 129, 133, 135, 136, 137, 138], 8),
                         code: 0,
+                        id: 0,
                     },
                 ),
                 18 => (proto::TCP, L4::None),

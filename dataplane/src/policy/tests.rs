@@ -148,14 +148,14 @@ fn neighbor_discovery_before_rules_and_unknown_addresses() {
     );
     let mut p = tcp("fe80::1", "ff02::1:ff00:1", 0);
     p.proto = proto::ICMPV6;
-    p.l4 = L4::Icmp { ty: 135, code: 0 };
+    p.l4 = L4::Icmp { ty: 135, code: 0, id: 0 };
     let d = both(&s, &p);
     assert_eq!((d.verdict, d.why), (Verdict::Allow, Why::NeighborDiscovery));
-    p.l4 = L4::Icmp { ty: 128, code: 0 };
+    p.l4 = L4::Icmp { ty: 128, code: 0, id: 0 };
     assert_eq!(both(&s, &p).why, Why::UnknownSource);
     let mut s2 = s.clone();
     s2.non_ip.allow_neighbor_discovery = false;
-    p.l4 = L4::Icmp { ty: 136, code: 0 };
+    p.l4 = L4::Icmp { ty: 136, code: 0, id: 0 };
     assert_eq!(
         both(&s2, &p).verdict,
         Verdict::Deny(DropReason::UnknownAddress)
@@ -383,10 +383,10 @@ fn protocol_ports_and_icmp() {
     assert_eq!(both(&s, &udp).why, Why::Default);
     let mut icmp = tcp("10.1.0.1", "10.2.0.1", 0);
     icmp.proto = proto::ICMP;
-    icmp.l4 = L4::Icmp { ty: 8, code: 0 };
+    icmp.l4 = L4::Icmp { ty: 8, code: 0, id: 0 };
     let d = both(&s, &icmp);
     assert_eq!((d.why, d.log), (Why::Rule(2), false));
-    icmp.l4 = L4::Icmp { ty: 0, code: 0 };
+    icmp.l4 = L4::Icmp { ty: 0, code: 0, id: 0 };
     assert_eq!(both(&s, &icmp).why, Why::Default);
     icmp.l4 = L4::None;
     assert_eq!(both(&s, &icmp).why, Why::Default);
