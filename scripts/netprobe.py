@@ -7,8 +7,13 @@
                                                connect, send N deterministic bytes,
                                                print "<bytes> <sha256>"; exit 1 on failure
   udp-server --port P [--timeout S] [--count N] echo up to N datagrams back, then exit
-  udp-client --host H --port P [--count N] [--size B] [--timeout S]
+  udp-client --host H --port P [--sport S] [--count N] [--size B] [--timeout S]
                                                send N datagrams, print how many echoes came back
+  syn-flood --iface I --src A --dst A --dport P --count N [--seconds S]
+                                               send N TCP SYNs from random source ports
+                                               (raw frames, broadcast MAC), at most S seconds
+The TCP server answers with "<bytes> <sha256>" once it has read everything, and the
+client checks that answer: data flows both ways on the connection.
 Exit status 0 on success, 1 when the peer could not be reached in time.
 """
 import argparse
@@ -55,7 +60,12 @@ def tcp_server(a):
                     break
                 h.update(chunk)
                 total += len(chunk)
-        print(total, h.hexdigest(), flush=True)
+            answer = f"{total} {h.hexdigest()}"
+            try:
+                conn.sendall(answer.encode() + b"\n")
+            except OSError:
+                pass
+        print(answer, flush=True)
         return 0
 
 
@@ -66,12 +76,18 @@ def tcp_client(a):
             s.sendall(data)
             s.shutdown(socket.SHUT_WR)
             s.settimeout(a.timeout)
-            s.recv(1)
+            answer = b""
+            while not answer.endswith(b"\n"):
+                chunk = s.recv(256)
+                if not chunk:
+                    break
+                answer += chunk
     except OSError as e:
         print("failed", e, flush=True)
         return 1
-    print(len(data), hashlib.sha256(data).hexdigest(), flush=True)
-    return 0
+    mine = f"{len(data)} {hashlib.sha256(data).hexdigest()}"
+    print(mine, flush=True)
+    return 0 if answer.decode(errors="replace").strip() == mine else 1
 
 
 def udp_server(a):
@@ -94,6 +110,9 @@ def udp_server(a):
 
 def udp_client(a):
     with socket.socket(family(a.host), socket.SOCK_DGRAM) as s:
+        if a.sport:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            s.bind(("::" if ":" in a.host else "0.0.0.0", a.sport))
         s.settimeout(a.timeout)
         got = 0
         for i in range(a.count):
@@ -107,6 +126,32 @@ def udp_client(a):
                 pass
         print(got, flush=True)
         return 0 if got == a.count else 1
+
+
+def syn_flood(a):
+    import random
+    import struct
+    with open(f"/sys/class/net/{a.iface}/address") as f:
+        src_mac = bytes.fromhex(f.read().strip().replace(":", ""))
+    src = socket.inet_aton(a.src)
+    dst = socket.inet_aton(a.dst)
+    s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW)
+    s.bind((a.iface, 0))
+    deadline = time.monotonic() + a.seconds
+    sent = 0
+    rnd = random.Random(7)
+    while sent < a.count and time.monotonic() < deadline:
+        sport = rnd.randrange(1024, 65535)
+        tcp = struct.pack("!HHIIBBHHH", sport, a.dport, rnd.getrandbits(32), 0, 5 << 4, 0x02, 65535, 0, 0)
+        ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(tcp), 0, 0, 64, 6, 0, src, dst)
+        # A bridge with br_netfilter drops IPv4 frames whose header checksum is wrong.
+        words = sum(struct.unpack("!10H", ip))
+        words = (words & 0xFFFF) + (words >> 16)
+        ip = ip[:10] + struct.pack("!H", ~((words & 0xFFFF) + (words >> 16)) & 0xFFFF) + ip[12:]
+        s.send(b"\xff" * 6 + src_mac + b"\x08\x00" + ip + tcp)
+        sent += 1
+    print(sent, flush=True)
+    return 0
 
 
 def main():
@@ -129,8 +174,18 @@ def main():
     q.add_argument("--count", type=int, default=1)
     q.add_argument("--size", type=int, default=64)
     q.add_argument("--timeout", type=float, default=1)
+    q.add_argument("--sport", type=int, default=0)
+    q = sub.add_parser("syn-flood")
+    q.add_argument("--iface", required=True)
+    q.add_argument("--src", required=True)
+    q.add_argument("--dst", required=True)
+    q.add_argument("--dport", type=int, required=True)
+    q.add_argument("--count", type=int, default=10000)
+    q.add_argument("--seconds", type=float, default=10)
     a = p.parse_args()
-    return {"tcp-server": tcp_server, "tcp-client": tcp_client, "udp-server": udp_server, "udp-client": udp_client}[a.mode](a)
+    modes = {"tcp-server": tcp_server, "tcp-client": tcp_client, "udp-server": udp_server,
+             "udp-client": udp_client, "syn-flood": syn_flood}
+    return modes[a.mode](a)
 
 
 if __name__ == "__main__":

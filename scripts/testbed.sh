@@ -39,6 +39,10 @@ up() {
     sw="sw-$side"
     ns "$sw" ip link add br0 type bridge
     ns "$sw" ip link set br0 up
+    # Where br_netfilter is loaded (Docker hosts), bridged IPv4 goes through netfilter,
+    # which reassembles fragments: the appliance would see one oversized frame.
+    ns "$sw" sysctl -qw net.bridge.bridge-nf-call-iptables=0 net.bridge.bridge-nf-call-ip6tables=0 \
+      net.bridge.bridge-nf-call-arptables=0 2>/dev/null || true
     # Uplink: appliance port <-> bridge
     ip link add "$P-$side" netns "$P-app" type veth peer name uplink netns "$P-$sw"
     ns app ip link set "$P-$side" name "$side"

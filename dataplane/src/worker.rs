@@ -17,6 +17,7 @@ use std::sync::Arc;
 
 use arc_swap::ArcSwapOption;
 
+use crate::conntrack::Conntrack;
 use crate::counters::{DropReason, PolicyCounters, WorkerCounters};
 use crate::dpdk::{self, MbufBurst, RxQueue, TxQueue};
 use crate::packet;
@@ -24,6 +25,9 @@ use crate::policy::{Decision, Policy, Verdict, Why};
 
 /// How long a partly filled tx burst may wait for more packets, in microseconds.
 pub const DRAIN_INTERVAL_US: u64 = 100;
+
+/// Flow-table slots the incremental expiry sweep visits per round.
+const CT_SWEEP_BUDGET: usize = 64;
 
 /// A compiled policy as the workers run it, with one set of [`PolicyCounters`] per
 /// worker, numbered like the policy.
@@ -102,13 +106,39 @@ impl SharedPolicy {
     }
 }
 
-/// Decides one frame: parse it, then ask `policy`. Pure: no counters, no mbufs, so it
-/// is testable on plain byte slices.
+/// What the worker does with one frame.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Judgement {
+    /// A policy decision governs the frame (fresh, or cached by its flow); its verdict
+    /// is the one to apply, connection tracking's own drops included.
+    Decided(Decision),
+    /// Forward without a decision of its own: a later fragment of an allowed datagram.
+    Pass,
+    /// Drop for a reason no decision governs: malformed, no policy, no flow.
+    Drop(DropReason),
+}
+
+/// Judges one frame the way the worker does: parse, then connection tracking (if
+/// enabled) with the policy as its classifier, or the policy alone. Pure apart from
+/// the flow table: testable on byte slices.
 #[inline]
-pub fn judge(frame: &[u8], policy: Option<&Policy>) -> Result<Decision, DropReason> {
-    let meta = packet::parse(frame).map_err(DropReason::from)?;
-    let policy = policy.ok_or(DropReason::NoPolicy)?;
-    Ok(policy.classify(&meta))
+pub fn judge(frame: &[u8], active: Option<&ActivePolicy>, conntrack: Option<&mut Conntrack>, now_s: u32) -> Judgement {
+    let meta = match packet::parse(frame) {
+        Ok(meta) => meta,
+        Err(e) => return Judgement::Drop(e.into()),
+    };
+    let Some(policy) = active.map(ActivePolicy::policy) else {
+        return Judgement::Drop(DropReason::NoPolicy);
+    };
+    let Some(ct) = conntrack else {
+        return Judgement::Decided(policy.classify(&meta));
+    };
+    let out = ct.process(frame, &meta, policy.version(), now_s, |m| policy.classify(m));
+    match (out.decision, out.verdict) {
+        (Some(decision), verdict) => Judgement::Decided(Decision { verdict, ..decision }),
+        (None, Verdict::Allow) => Judgement::Pass,
+        (None, Verdict::Deny(reason)) => Judgement::Drop(reason),
+    }
 }
 
 /// One direction of a port pair, as one worker serves it.
@@ -132,6 +162,8 @@ struct PathState {
 /// A worker: its paths, the shared policy, its own counters, and the stop flag.
 pub struct Worker {
     index: usize,
+    conntrack: Option<Conntrack>,
+    tsc_hz: u64,
     paths: Vec<PathState>,
     policy: Arc<SharedPolicy>,
     counters: Arc<WorkerCounters>,
@@ -149,10 +181,14 @@ impl Worker {
         policy: Arc<SharedPolicy>,
         counters: Arc<WorkerCounters>,
         stop: Arc<AtomicBool>,
+        conntrack: Option<Conntrack>,
     ) -> Worker {
-        let drain_interval_tsc = (dpdk::tsc_hz() / 1_000_000).max(1) * DRAIN_INTERVAL_US;
+        let tsc_hz = dpdk::tsc_hz().max(1);
+        let drain_interval_tsc = (tsc_hz / 1_000_000).max(1) * DRAIN_INTERVAL_US;
         Worker {
             index,
+            conntrack,
+            tsc_hz,
             paths: paths.into_iter().map(|path| PathState { path, pending: MbufBurst::new() }).collect(),
             policy,
             counters,
@@ -180,9 +216,13 @@ impl Worker {
         let active = self.policy.current.load();
         let active = active.as_deref();
         self.counters.policy_version.set(active.map_or(0, ActivePolicy::version));
+        let now_s = (now / self.tsc_hz) as u32;
         let mut received = 0;
         for state in self.paths.iter_mut() {
-            received += process_path(state, active, self.index, &self.counters);
+            received += process_path(state, active, self.conntrack.as_mut(), now_s, self.index, &self.counters);
+        }
+        if let Some(ct) = self.conntrack.as_mut() {
+            ct.expire(now_s, CT_SWEEP_BUDGET);
         }
         if received > 0 {
             self.counters.busy_polls.inc();
@@ -207,6 +247,8 @@ impl Worker {
 fn process_path(
     state: &mut PathState,
     active: Option<&ActivePolicy>,
+    mut conntrack: Option<&mut Conntrack>,
+    now_s: u32,
     worker: usize,
     counters: &WorkerCounters,
 ) -> usize {
@@ -225,26 +267,25 @@ fn process_path(
     for mbuf in rx.drain(..) {
         let len = u64::from(mbuf.pkt_len());
         rx_bytes += len;
-        match judge(mbuf.data(), active.map(ActivePolicy::policy)) {
-            Ok(decision) => {
+        let verdict = match judge(mbuf.data(), active, conntrack.as_deref_mut(), now_s) {
+            Judgement::Decided(decision) => {
                 if let Some(active) = active {
                     active.record(worker, &decision, len);
                 }
-                match decision.verdict {
-                    Verdict::Allow => {
-                        if state.pending.is_full() {
-                            flush(state, counters);
-                        }
-                        // Cannot fail: the burst was just flushed if it was full.
-                        let _ = state.pending.try_push(mbuf);
-                    }
-                    Verdict::Deny(reason) => {
-                        counters.drop(reason);
-                        let _ = dropped.try_push(mbuf);
-                    }
-                }
+                decision.verdict
             }
-            Err(reason) => {
+            Judgement::Pass => Verdict::Allow,
+            Judgement::Drop(reason) => Verdict::Deny(reason),
+        };
+        match verdict {
+            Verdict::Allow => {
+                if state.pending.is_full() {
+                    flush(state, counters);
+                }
+                // Cannot fail: the burst was just flushed if it was full.
+                let _ = state.pending.try_push(mbuf);
+            }
+            Verdict::Deny(reason) => {
                 counters.drop(reason);
                 let _ = dropped.try_push(mbuf);
             }

@@ -9,7 +9,8 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
-use dataplane::counters::{DropReason, WorkerCounters};
+use dataplane::conntrack::{self, Conntrack};
+use dataplane::counters::{ConntrackCounters, DropReason, WorkerCounters};
 use dataplane::dpdk::{self, Eal, Mbuf, MbufBurst, Mempool, Port, PortSetup, VirtualCable};
 use dataplane::policy::{
     Action, NonIpSpec, Policy, PolicySpec, PortRange, ProtocolMatch, RuleSpec, SegmentMatch, SegmentSpec, Unmatched,
@@ -66,12 +67,21 @@ impl Bed {
 
     /// The worker: west.a <-> east.a, port indices 0 (west) and 1 (east).
     fn worker(&self, policy: Arc<SharedPolicy>, stop: Arc<AtomicBool>) -> (Worker, Arc<WorkerCounters>) {
+        self.worker_with(policy, stop, None)
+    }
+
+    fn worker_with(
+        &self,
+        policy: Arc<SharedPolicy>,
+        stop: Arc<AtomicBool>,
+        conntrack: Option<Conntrack>,
+    ) -> (Worker, Arc<WorkerCounters>) {
         let counters = Arc::new(WorkerCounters::new(2));
         let paths = vec![
             Path { rx: self.west.a.rx_queue(0).unwrap(), tx: self.east.a.tx_queue(0).unwrap(), rx_port: 0, tx_port: 1 },
             Path { rx: self.east.a.rx_queue(0).unwrap(), tx: self.west.a.tx_queue(0).unwrap(), rx_port: 1, tx_port: 0 },
         ];
-        (Worker::new(0, paths, policy, counters.clone(), stop), counters)
+        (Worker::new(0, paths, policy, counters.clone(), stop, conntrack), counters)
     }
 }
 
@@ -123,6 +133,34 @@ fn l4_frame(src: [u8; 4], dst: [u8; 4], proto: u8, l4: &[u8], payload: usize) ->
     f.extend_from_slice(l4);
     f.extend((0..payload).map(|i| (i % 251) as u8));
     f
+}
+
+/// An IPv4 fragment (protocol UDP) of datagram `id`: `data` at byte offset `offset`
+/// (a multiple of 8), more fragments following if `more`.
+fn frag4(src: [u8; 4], dst: [u8; 4], id: u16, offset: u16, more: bool, data: &[u8]) -> Vec<u8> {
+    let mut f = vec![0x02, 0, 0, 0, 0, 0x02, 0x02, 0, 0, 0, 0, 0x01, 0x08, 0x00];
+    let total = (20 + data.len()) as u16;
+    let flags_off = (u16::from(more) << 13) | (offset / 8);
+    f.extend_from_slice(&[0x45, 0]);
+    f.extend_from_slice(&total.to_be_bytes());
+    f.extend_from_slice(&id.to_be_bytes());
+    f.extend_from_slice(&flags_off.to_be_bytes());
+    f.extend_from_slice(&[64, 17, 0, 0]);
+    f.extend_from_slice(&src);
+    f.extend_from_slice(&dst);
+    f.extend_from_slice(data);
+    f
+}
+
+/// A UDP header for a datagram of `len` payload bytes, then `first` payload bytes.
+fn udp_head(sport: u16, dport: u16, len: usize, first: usize) -> Vec<u8> {
+    let mut h = Vec::new();
+    h.extend_from_slice(&sport.to_be_bytes());
+    h.extend_from_slice(&dport.to_be_bytes());
+    h.extend_from_slice(&((8 + len) as u16).to_be_bytes());
+    h.extend_from_slice(&[0, 0]);
+    h.extend((0..first).map(|i| i as u8));
+    h
 }
 
 fn arp() -> Vec<u8> {
@@ -326,4 +364,58 @@ fn addresses_in_test_frames_are_what_the_policy_sees() {
     let meta = dataplane::packet::parse(&udp4([10, 1, 0, 1], [10, 2, 0, 3], 5, 53, 10)).unwrap();
     assert_eq!(meta.addrs, Some((IpAddr::V4(Ipv4Addr::new(10, 1, 0, 1)), IpAddr::V4(Ipv4Addr::new(10, 2, 0, 3)))));
     assert_eq!(meta.l4, dataplane::packet::L4::Ports { src: 5, dst: 53 });
+}
+
+#[test]
+fn conntrack_passes_replies_and_first_fragment_decides() {
+    let bed = Bed::new(1024);
+    let start = bed.pool.available();
+    let ct_counters = Arc::new(ConntrackCounters::default());
+    let ct = Conntrack::new(conntrack::Config { capacity: 1024, seed: Some(1), ..Default::default() }, ct_counters.clone());
+    let (mut worker, counters) = bed.worker_with(shared(segmented_policy()), Arc::new(AtomicBool::new(false)), Some(ct));
+    let (web, api) = ([10, 1, 0, 5], [10, 2, 0, 7]);
+    let mut run = |west_in: &[Vec<u8>], east_in: &[Vec<u8>]| {
+        let before = counters.ports.iter().map(|p| p.rx_packets.get()).sum::<u64>();
+        inject(&bed.west.b, &bed.pool, west_in);
+        inject(&bed.east.b, &bed.pool, east_in);
+        pump(&mut worker, &counters, before + (west_in.len() + east_in.len()) as u64);
+        (collect(&bed.east.b), collect(&bed.west.b))
+    };
+
+    // A UDP request opens a flow; its reply passes although no rule allows api -> web.
+    let request = udp4(web, api, 4000, 53, 10);
+    let (east, _) = run(&[request.clone()], &[]);
+    assert_eq!(east, vec![request]);
+    let reply = udp4(api, web, 53, 4000, 10);
+    let other = udp4(api, web, 53, 4001, 10);
+    let (_, west) = run(&[], &[reply.clone(), other]);
+    assert_eq!(west, vec![reply], "the reply passes, a new flow from api does not");
+    assert_eq!(counters.drops[DropReason::PolicyDeny as usize].get(), 1);
+
+    // TCP: the SYN from web opens; a mid-stream packet of no flow is ct_invalid.
+    let syn = tcp4(web, api, 5000, 8080);
+    let (east, _) = run(&[syn.clone()], &[]);
+    assert_eq!(east, vec![syn]);
+    let mut stray_ack = tcp4(api, web, 9999, 1234);
+    stray_ack[14 + 20 + 13] = 0x10;
+    let (_, west) = run(&[], &[stray_ack]);
+    assert!(west.is_empty());
+    assert_eq!(counters.drops[DropReason::CtInvalid as usize].get(), 1);
+
+    // Fragments: the first fragment (with the UDP header) decides for the rest.
+    let allowed = [
+        frag4(web, api, 7, 0, true, &udp_head(4002, 53, 1000, 504)),
+        frag4(web, api, 7, 512, false, &[0xab; 496]),
+    ];
+    let denied = [
+        frag4(web, api, 8, 0, true, &udp_head(4003, 54, 1000, 504)),
+        frag4(web, api, 8, 512, false, &[0xab; 496]),
+    ];
+    let orphan = [frag4(web, api, 9, 512, false, &[0xcd; 496])];
+    let (east, _) = run(&[allowed.to_vec(), denied.to_vec(), orphan.to_vec()].concat(), &[]);
+    assert_eq!(east, allowed.to_vec(), "both fragments of the allowed datagram, nothing else");
+    assert_eq!(counters.drops[DropReason::PolicyDeny as usize].get(), 3, "the denied datagram's two fragments");
+    assert_eq!(counters.drops[DropReason::FragmentNoFlow as usize].get(), 1, "a later fragment with no first");
+    assert!(ct_counters.inserts.get() >= 3 && ct_counters.hits.get() >= 1);
+    assert_eq!(bed.pool.available(), start);
 }

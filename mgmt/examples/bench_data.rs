@@ -196,7 +196,10 @@ fn l4_header(m: &PacketMeta) -> Vec<u8> {
             }
             h
         }
-        L4::Icmp { ty, code } => vec![ty, code, 0, 0, 0, 0, 0, 0],
+        L4::Icmp { ty, code, id } => {
+            let id = id.to_be_bytes();
+            vec![ty, code, 0, 0, id[0], id[1], 0, 0]
+        }
         L4::None => Vec::new(),
     }
 }

@@ -10,13 +10,14 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use dataplane::counters::WorkerCounters;
+use dataplane::conntrack::Conntrack;
+use dataplane::counters::{ConntrackCounters, WorkerCounters};
 use dataplane::dpdk::{self, Eal, Mempool, Port, PortSetup};
 use dataplane::policy::Policy;
 use dataplane::worker::{ActivePolicy, Path as WorkerPath, SharedPolicy, Worker};
 
 use crate::config::{ApplianceConfig, Config, Device};
-use crate::stats::Snapshot;
+use crate::stats::{ConntrackSnapshot, Snapshot};
 
 /// Options of `bulkhead run` beyond the config file.
 #[derive(Clone, Debug, Default)]
@@ -174,6 +175,7 @@ fn run_with_eal(
 
     let started = Instant::now();
     let counters: Vec<Arc<WorkerCounters>> = (0..workers).map(|_| Arc::new(WorkerCounters::new(ports.len()))).collect();
+    let ct_counters: Vec<Arc<ConntrackCounters>> = (0..workers).map(|_| Arc::new(ConntrackCounters::default())).collect();
     let mut worker_list = Vec::with_capacity(workers);
     for (w, wc) in counters.iter().enumerate() {
         let mut paths = Vec::new();
@@ -188,7 +190,8 @@ fn run_with_eal(
                 });
             }
         }
-        worker_list.push(Worker::new(w, paths, shared.clone(), wc.clone(), stop.clone()));
+        let conntrack = appliance.conntrack.map(|cfg| Conntrack::new(cfg, ct_counters[w].clone()));
+        worker_list.push(Worker::new(w, paths, shared.clone(), wc.clone(), stop.clone(), conntrack));
     }
 
     let port_names: Vec<String> = appliance.ports.iter().map(|p| p.name.clone()).collect();
@@ -250,6 +253,9 @@ fn run_with_eal(
     let active = shared.current();
     let mut snapshot = Snapshot::take(&port_names, &driver, &refs, active.as_deref());
     snapshot.uptime_secs = started.elapsed().as_secs_f64();
+    if appliance.conntrack.is_some() {
+        snapshot.conntrack = Some(ConntrackSnapshot::sum(&ct_counters.iter().map(Arc::as_ref).collect::<Vec<_>>()));
+    }
     drop(ports);
     drop(pool);
     Ok(snapshot)

@@ -5,7 +5,7 @@
 
 use std::fmt::Write as _;
 
-use dataplane::counters::{DropReason, WorkerCounters};
+use dataplane::counters::{ConntrackCounters, DropReason, WorkerCounters};
 use dataplane::dpdk::PortStats;
 use dataplane::worker::ActivePolicy;
 
@@ -54,6 +54,45 @@ pub struct PairSnapshot {
     pub denied_bytes: u64,
 }
 
+/// Connection tracking, summed over workers.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ConntrackSnapshot {
+    /// Flows tracked now.
+    pub entries: u64,
+    /// Flows inserted.
+    pub inserts: u64,
+    /// Flows expired.
+    pub expiries: u64,
+    /// Embryonic flows evicted for new ones.
+    pub evictions: u64,
+    /// New flows dropped because the table was full.
+    pub table_full: u64,
+    /// Flows revoked by a new policy.
+    pub revoked: u64,
+    /// Packets that hit a tracked flow.
+    pub hits: u64,
+    /// ICMP errors passed as related.
+    pub related: u64,
+}
+
+impl ConntrackSnapshot {
+    /// Sums the workers' conntrack counters.
+    pub fn sum(counters: &[&ConntrackCounters]) -> Self {
+        let mut s = ConntrackSnapshot::default();
+        for c in counters {
+            s.entries += c.entries.get();
+            s.inserts += c.inserts.get();
+            s.expiries += c.expiries.get();
+            s.evictions += c.evictions.get();
+            s.table_full += c.table_full.get();
+            s.revoked += c.revoked.get();
+            s.hits += c.hits.get();
+            s.related += c.related.get();
+        }
+        s
+    }
+}
+
 /// All counters at one instant.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Snapshot {
@@ -77,6 +116,8 @@ pub struct Snapshot {
     pub pair_overflow: u64,
     /// Per worker: (loop rounds, rounds that received packets).
     pub workers: Vec<(u64, u64)>,
+    /// Connection tracking (`None` when disabled).
+    pub conntrack: Option<ConntrackSnapshot>,
 }
 
 impl Snapshot {
@@ -185,6 +226,13 @@ impl Snapshot {
                     p.src, p.dst, p.allowed_packets, p.denied_packets
                 );
             }
+        }
+        if let Some(ct) = &self.conntrack {
+            let _ = writeln!(
+                out,
+                "conntrack: {} flows, {} inserts, {} expiries, {} evictions, {} table-full drops, {} revoked, {} hits, {} related",
+                ct.entries, ct.inserts, ct.expiries, ct.evictions, ct.table_full, ct.revoked, ct.hits, ct.related
+            );
         }
         for (i, (polls, busy)) in self.workers.iter().enumerate() {
             let ratio = if *polls == 0 { 0.0 } else { *busy as f64 / *polls as f64 };

@@ -126,6 +126,7 @@ fn a_full_file_loads_to_the_expected_spec() {
         hugepages: false,
         memory_mb: 512,
         eal_args: vec!["--log-level=8".into(), "--file-prefix=bh".into()],
+        conntrack: Some(dataplane::conntrack::Config::default()),
     };
     assert_eq!(cfg.appliance, Some(expected_appliance));
     assert_eq!(cfg.appliance.as_ref().unwrap().effective_memory_mb(), 512);

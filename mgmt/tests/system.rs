@@ -85,6 +85,24 @@ impl Testbed {
     }
 }
 
+impl Testbed {
+    /// One UDP datagram of `size` bytes from `client` (source port `sport`) to
+    /// `to:port` on `server`, echoed back; true when the echo arrived.
+    fn udp_exchange(&self, client: &str, server: &str, to: &str, port: u16, sport: u16, size: usize) -> bool {
+        let probe = repo().join("scripts/netprobe.py");
+        let probe = probe.to_str().unwrap();
+        let mut srv = self.spawn(server, &["python3", probe, "udp-server", "--port", &port.to_string(), "--timeout", "3"]);
+        std::thread::sleep(Duration::from_millis(300));
+        let out = self.exec(
+            client,
+            &["python3", probe, "udp-client", "--host", to, "--port", &port.to_string(), "--sport", &sport.to_string(), "--size", &size.to_string(), "--timeout", "1.5"],
+        );
+        let _ = srv.kill();
+        let _ = srv.wait();
+        out.status.success()
+    }
+}
+
 impl Drop for Testbed {
     fn drop(&mut self) {
         let _ = Command::new("bash").arg(repo().join("scripts/testbed.sh")).args(["down", &self.prefix]).output();
@@ -217,4 +235,84 @@ fn segments_allow_and_deny_by_policy() {
     assert!(counter(&report, "web-to-api-http") > 0, "rule counter:\n{report}");
     assert!(counter(&report, "ops-to-db") > 0, "rule counter:\n{report}");
     assert!(counter(&report, "web-to-api-ping") >= 2, "rule counter:\n{report}");
+}
+
+/// The demo config with `from` replaced by `to` (the test fails if `from` is missing).
+fn demo_with(replacements: &[(&str, &str)]) -> String {
+    let mut c = demo_config();
+    for (from, to) in replacements {
+        assert!(c.contains(from), "configs/demo.yaml no longer contains {from:?}");
+        c = c.replacen(from, to, 1);
+    }
+    c
+}
+
+#[test]
+fn connections_are_stateful_in_both_directions() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let tb = Testbed::up();
+    let app = Appliance::start(&tb, &demo_with(&[("udp: 30, udp_stream: 180, icmp: 30", "udp: 2, udp_stream: 2, icmp: 2")]));
+
+    // TCP opened from the allowed side: data both ways (the server answers with a digest).
+    assert!(tb.tcp_transfer("web", "api", API, 8080, 512 << 10), "web -> api tcp/8080, both ways");
+    // The same port opened from the other side is a new flow the policy denies.
+    assert!(!tb.tcp_transfer("api", "web", WEB, 8080, 1024), "api -> web tcp/8080 must not open");
+    // Ping: only web may start it; its replies come back.
+    assert!(tb.ping("web", API, 2), "web -> api ping and replies");
+    assert!(!tb.ping("api", WEB, 1), "api -> web ping is not allowed");
+
+    // UDP request/reply, then the reverse direction of that flow while it is tracked...
+    assert!(tb.udp_exchange("web", "api", API, 53, 5353, 64), "web:5353 -> api:53 and reply");
+    assert!(tb.udp_exchange("api", "web", WEB, 5353, 53, 64), "api:53 -> web:5353 is the tracked flow");
+    // ...but another source port on api is a new flow, and api may not start flows.
+    assert!(!tb.udp_exchange("api", "web", WEB, 5353, 54, 64), "api:54 -> web:5353 is new: denied");
+    // Once the flow has expired (udp timeout 2 s), the reverse direction is new: denied.
+    std::thread::sleep(Duration::from_secs(4));
+    assert!(!tb.udp_exchange("api", "web", WEB, 5353, 53, 64), "after expiry api:53 -> web:5353 is new");
+
+    // Fragmented traffic is tested in-process (dataplane/tests/dpdk_inprocess.rs): DPDK
+    // 22.11's af_packet PMD joins its sockets with PACKET_FANOUT_FLAG_DEFRAG, so the
+    // kernel reassembles fragments before the appliance could see them.
+
+    let report = app.stop();
+    let ct = report.lines().find(|l| l.starts_with("conntrack:")).expect("conntrack line");
+    let field = |name: &str| -> u64 {
+        let words: Vec<&str> = ct.split(|c: char| c == ',' || c == ':').map(str::trim).collect();
+        words.iter().find(|w| w.ends_with(name)).and_then(|w| w.split_whitespace().next()).and_then(|v| v.parse().ok()).unwrap_or(0)
+    };
+    assert!(field("inserts") >= 3, "tcp, icmp and udp flows were tracked: {ct}");
+    assert!(field("expiries") >= 1, "the UDP flow expired: {ct}");
+    assert!(field("hits") > 100, "replies hit tracked flows: {ct}");
+    assert!(counter(&report, "ct_invalid") + counter(&report, "policy_deny") > 0, "{report}");
+}
+
+#[test]
+fn syn_flood_keeps_the_table_bounded_and_established_flows_alive() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let tb = Testbed::up();
+    let app = Appliance::start(&tb, &demo_with(&[("capacity: 65536", "capacity: 256")]));
+    let probe = repo().join("scripts/netprobe.py");
+    let probe = probe.to_str().unwrap();
+
+    // A long transfer, established before the flood starts.
+    let srv = tb.spawn("api", &["python3", probe, "tcp-server", "--port", "8080", "--timeout", "30"]);
+    std::thread::sleep(Duration::from_millis(300));
+    let client = tb.spawn("web", &["python3", probe, "tcp-client", "--host", API, "--port", "8080", "--bytes", "60000000", "--timeout", "30"]);
+    std::thread::sleep(Duration::from_millis(500));
+    // 20,000 SYNs from random ports, allowed by the policy, against a 256-flow table.
+    let flood = tb.exec(
+        "web",
+        &["python3", probe, "syn-flood", "--iface", "eth0", "--src", WEB, "--dst", API, "--dport", "8080", "--count", "20000", "--seconds", "8"],
+    );
+    assert!(flood.status.success(), "flood: {}", String::from_utf8_lossy(&flood.stderr));
+    let client = client.wait_with_output().unwrap();
+    let srv = srv.wait_with_output().unwrap();
+    assert!(client.status.success(), "the established transfer survived the flood: {}", String::from_utf8_lossy(&client.stdout));
+    assert_eq!(String::from_utf8_lossy(&client.stdout).trim(), String::from_utf8_lossy(&srv.stdout).trim());
+
+    let report = app.stop();
+    let ct = report.lines().find(|l| l.starts_with("conntrack:")).expect("conntrack line");
+    let flows: u64 = ct.trim_start_matches("conntrack:").split_whitespace().next().unwrap().parse().unwrap();
+    assert!(flows <= 256, "table bounded: {ct}");
+    assert!(ct.contains(" evictions") && !ct.contains(" 0 evictions"), "embryonic flows were evicted: {report}");
 }

@@ -76,6 +76,8 @@ pub struct ApplianceConfig {
     pub memory_mb: u32,
     /// Extra EAL arguments, appended verbatim.
     pub eal_args: Vec<String>,
+    /// Connection tracking (`appliance.conntrack`); `None` when disabled.
+    pub conntrack: Option<dataplane::conntrack::Config>,
 }
 
 impl ApplianceConfig {

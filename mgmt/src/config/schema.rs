@@ -175,7 +175,7 @@ pub struct RawNonIp {
 #[derive(Debug, serde::Deserialize)]
 #[serde(
     deny_unknown_fields,
-    expecting = "a mapping with keys ports, pairs, workers, management_core, mempool, descriptors, hugepages, memory_mb, eal_args"
+    expecting = "a mapping with keys ports, pairs, workers, management_core, mempool, descriptors, hugepages, memory_mb, eal_args, conntrack"
 )]
 pub struct RawAppliance {
     pub ports: Option<Vec<RawPort>>,
@@ -187,6 +187,41 @@ pub struct RawAppliance {
     pub hugepages: Option<Scalar>,
     pub memory_mb: Option<Scalar>,
     pub eal_args: Option<Vec<Scalar>>,
+    pub conntrack: Option<RawConntrack>,
+}
+
+/// `appliance.conntrack`.
+#[derive(Debug, serde::Deserialize)]
+#[serde(
+    deny_unknown_fields,
+    expecting = "a mapping with keys enabled, capacity, fragments, tcp, on_full, on_policy_change, timeouts"
+)]
+pub struct RawConntrack {
+    pub enabled: Option<Scalar>,
+    pub capacity: Option<Scalar>,
+    pub fragments: Option<Scalar>,
+    pub tcp: Option<Scalar>,
+    pub on_full: Option<Scalar>,
+    pub on_policy_change: Option<Scalar>,
+    pub timeouts: Option<RawTimeouts>,
+}
+
+/// `appliance.conntrack.timeouts` (seconds).
+#[derive(Debug, serde::Deserialize)]
+#[serde(
+    deny_unknown_fields,
+    expecting = "a mapping with keys tcp_syn, tcp_established, tcp_fin, tcp_closed, udp, udp_stream, icmp, other, fragment"
+)]
+pub struct RawTimeouts {
+    pub tcp_syn: Option<Scalar>,
+    pub tcp_established: Option<Scalar>,
+    pub tcp_fin: Option<Scalar>,
+    pub tcp_closed: Option<Scalar>,
+    pub udp: Option<Scalar>,
+    pub udp_stream: Option<Scalar>,
+    pub icmp: Option<Scalar>,
+    pub other: Option<Scalar>,
+    pub fragment: Option<Scalar>,
 }
 
 /// `appliance.ports[i]`.

@@ -6,6 +6,7 @@
 use std::collections::HashMap;
 use std::net::IpAddr;
 
+use dataplane::conntrack as ct;
 use dataplane::packet::proto;
 use dataplane::policy::spec::{
     Action, NonIpSpec, PolicySpec, PortRange, ProtocolMatch, RuleSpec, SegmentId, SegmentMatch,
@@ -14,7 +15,7 @@ use dataplane::policy::spec::{
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 
 use super::error::{FieldError, FieldResult};
-use super::schema::{RawAppliance, RawFile, RawNonIp, RawRule, RawSegment, Scalar};
+use super::schema::{RawAppliance, RawConntrack, RawFile, RawNonIp, RawRule, RawSegment, Scalar};
 use super::{
     ApplianceConfig, DescriptorConfig, Device, MempoolConfig, PortConfig, MAX_RULES, MAX_SEGMENTS,
 };
@@ -958,6 +959,7 @@ fn appliance(raw: RawAppliance) -> FieldResult<ApplianceConfig> {
             }
         });
     }
+    let conntrack = conntrack(raw.conntrack)?;
     Ok(ApplianceConfig {
         ports,
         pairs,
@@ -968,7 +970,64 @@ fn appliance(raw: RawAppliance) -> FieldResult<ApplianceConfig> {
         hugepages,
         memory_mb,
         eal_args,
+        conntrack,
     })
+}
+
+/// Most flows per worker the config accepts (about 74 bytes each).
+const MAX_FLOWS: i128 = 1 << 28;
+
+/// `appliance.conntrack`: `None` when disabled (stateless: every packet classified).
+fn conntrack(raw: Option<RawConntrack>) -> FieldResult<Option<ct::Config>> {
+    let mut cfg = ct::Config::default();
+    let Some(raw) = raw else { return Ok(Some(cfg)) };
+    if let Some(s) = &raw.enabled {
+        if !boolean(s, "appliance.conntrack.enabled")? {
+            return Ok(None);
+        }
+    }
+    if let Some(s) = &raw.capacity {
+        cfg.capacity = int(s, "appliance.conntrack.capacity", "flow count", 16, MAX_FLOWS)? as usize;
+    }
+    if let Some(s) = &raw.fragments {
+        cfg.fragment_capacity = int(s, "appliance.conntrack.fragments", "fragment-table size", 16, 1 << 20)? as usize;
+    }
+    let word = |s: &Option<Scalar>, path: &str, choices: &[&str]| -> FieldResult<Option<usize>> {
+        let Some(s) = s else { return Ok(None) };
+        let t = name_of(s, path, "a word")?;
+        match choices.iter().position(|c| *c == t) {
+            Some(i) => Ok(Some(i)),
+            None => Err(FieldError::new(path, format!("unknown value `{t}` (expected one of: {})", choices.join(", ")))),
+        }
+    };
+    if let Some(i) = word(&raw.tcp, "appliance.conntrack.tcp", &["strict", "loose"])? {
+        cfg.tcp_mode = [ct::TcpMode::Strict, ct::TcpMode::Loose][i];
+    }
+    if let Some(i) = word(&raw.on_full, "appliance.conntrack.on_full", &["drop", "evict_embryonic"])? {
+        cfg.on_full = [ct::FullPolicy::Drop, ct::FullPolicy::EvictEmbryonic][i];
+    }
+    if let Some(i) = word(&raw.on_policy_change, "appliance.conntrack.on_policy_change", &["recheck", "keep"])? {
+        cfg.on_policy_change = [ct::PolicyChange::Recheck, ct::PolicyChange::Keep][i];
+    }
+    if let Some(t) = &raw.timeouts {
+        let to = &mut cfg.timeouts;
+        for (value, slot, key) in [
+            (&t.tcp_syn, &mut to.tcp_syn, "tcp_syn"),
+            (&t.tcp_established, &mut to.tcp_established, "tcp_established"),
+            (&t.tcp_fin, &mut to.tcp_fin, "tcp_fin"),
+            (&t.tcp_closed, &mut to.tcp_closed, "tcp_closed"),
+            (&t.udp, &mut to.udp, "udp"),
+            (&t.udp_stream, &mut to.udp_stream, "udp_stream"),
+            (&t.icmp, &mut to.icmp, "icmp"),
+            (&t.other, &mut to.other, "other"),
+            (&t.fragment, &mut to.fragment, "fragment"),
+        ] {
+            if let Some(s) = value {
+                *slot = int(s, &format!("appliance.conntrack.timeouts.{key}"), "timeout in seconds", 1, 30 * 86_400)? as u32;
+            }
+        }
+    }
+    Ok(Some(cfg))
 }
 
 /// `0000:03:00.0` or `03:00.0` (PCI), or `net_xxx0[,args]` (a DPDK virtual device).
