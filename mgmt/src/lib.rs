@@ -7,6 +7,7 @@
 #![deny(unsafe_code)]
 
 pub mod config;
+pub mod control;
 pub mod events;
 pub mod export;
 pub mod explain;
