@@ -836,7 +836,11 @@ impl EventSink {
                             Err(e) => {
                                 counters.failed.fetch_add(1, Ordering::Relaxed);
                                 // One log line a minute at most, not one per event.
-                                if last_error.map_or(true, |t| t.elapsed() >= Duration::from_secs(60)) {
+                                let due = match last_error {
+                                    Some(t) => t.elapsed() >= Duration::from_secs(60),
+                                    None => true,
+                                };
+                                if due {
                                     last_error = Some(Instant::now());
                                     log::warn!("event sink {target:?}: message lost: {e}");
                                 }
