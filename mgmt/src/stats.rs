@@ -199,6 +199,39 @@ impl Snapshot {
     }
 }
 
+// ---- worker heartbeats (for `export::prometheus::Extra::worker_heartbeat_age_secs`) ------
+
+/// Seconds since each worker's latest heartbeat, from timestamp-counter readings:
+/// `now_tsc` is `dataplane::dpdk::tsc()` read now and `tsc_hz` is
+/// `dataplane::dpdk::tsc_hz()`. A worker that never beat (heartbeat 0) reports the age
+/// of the whole counter, i.e. a very large value, which is what an alert should see;
+/// `tsc_hz == 0` gives zeros rather than a division by zero.
+pub fn heartbeat_ages(workers: &[&WorkerCounters], now_tsc: u64, tsc_hz: u64) -> Vec<f64> {
+    workers
+        .iter()
+        .map(|w| {
+            if tsc_hz == 0 {
+                return 0.0;
+            }
+            now_tsc.saturating_sub(w.heartbeat_tsc.get()) as f64 / tsc_hz as f64
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod heartbeat_tests {
+    use super::*;
+
+    #[test]
+    fn ages_in_seconds() {
+        let (a, b) = (WorkerCounters::new(1), WorkerCounters::new(1));
+        a.heartbeat_tsc.set(1_000);
+        b.heartbeat_tsc.set(5_000);
+        assert_eq!(heartbeat_ages(&[&a, &b], 3_000, 1_000), vec![2.0, 0.0]);
+        assert_eq!(heartbeat_ages(&[&a], 3_000, 0), vec![0.0]);
+    }
+}
+
 // ---- serde support (the control socket's `stats` answer) -------------------------------
 //
 // `PortStats` and `DropReason` live in the dataplane, which knows nothing of serde; these

@@ -1,6 +1,20 @@
 //! Exporting what the appliance counts: the Prometheus text exposition ([`prometheus`])
 //! served over HTTP ([`http`]), and the policy digest that identifies a policy file in
 //! metrics and security events ([`policy_digest`]).
+//!
+//! Wiring in the management thread (`run.rs`):
+//!
+//! ```text
+//! digest  = policy_digest(&std::fs::read(config_path)?)            // at load and each reload
+//! render  = move || prometheus::render(&snapshot_now(), &extra_now())
+//!           // snapshot_now: Snapshot::take(..) + uptime_secs
+//!           // extra_now: Extra { policy_sha256, reloads_ok, reloads_error,
+//!           //   worker_heartbeat_age_secs: stats::heartbeat_ages(&refs, dpdk::tsc(), dpdk::tsc_hz()),
+//!           //   events: Some(aggregator.stats()), sinks: vec![("syslog".into(), sink.stats())] }
+//! server  = http::MetricsServer::start(http::parse_addr(http::DEFAULT_ADDR)?, stop.clone(), render)?
+//! ...     // on shutdown, after `stop` is set:
+//! server.join()
+//! ```
 
 pub mod http;
 pub mod prometheus;
