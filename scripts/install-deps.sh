@@ -10,7 +10,8 @@ packages=(
   libpcap-dev               # net_pcap PMD headers (replays)
   iproute2 ethtool iputils-ping   # test-bed: namespaces, veths, offloads, ping
   iperf3 netcat-openbsd tcpdump
-  python3
+  python3 python3-pip
+  prometheus rsyslog        # tests: promtool parses the metrics; rsyslogd receives the events
 )
 
 missing=()
@@ -34,4 +35,8 @@ if ! command -v cargo >/dev/null 2>&1; then
     curl -sSf https://sh.rustup.rs | sh -s -- -y --profile minimal
   }
 fi
+# The Python Prometheus parser used by the metrics tests (the interpreter on PATH may not
+# be Debian's, so install for whichever python3 runs the tests).
+python3 -c "import prometheus_client" 2>/dev/null || python3 -m pip install --quiet prometheus_client \
+  || echo "install-deps: could not install prometheus_client (promtool still checks the metrics)"
 echo "install-deps: DPDK $(pkg-config --modversion libdpdk)"

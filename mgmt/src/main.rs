@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 
+use mgmt::control;
 use mgmt::explain::{explain_command, ExplainArgs};
 use mgmt::lint::check_command;
 use mgmt::run::{run, RunOptions};
@@ -39,6 +40,34 @@ enum Command {
     /// Show how the policy decides one packet: segments, rule, verdict and why.
     /// Exit 0 when allowed, 1 when denied, 2 on bad input.
     Explain(ExplainArgs),
+    /// Ask a running appliance what it runs: versions, policy and its digest, uptime,
+    /// reloads. Exit 0, or 2 when it cannot be reached.
+    Status {
+        /// The control socket (default: $RUNTIME_DIRECTORY/bulkhead.sock, else
+        /// /run/bulkhead/bulkhead.sock for root).
+        #[arg(long, value_name = "PATH")]
+        socket: Option<PathBuf>,
+    },
+    /// Print a running appliance's counters. Exit 0, or 2 when it cannot be reached.
+    Stats {
+        /// The control socket (default as for `status`).
+        #[arg(long, value_name = "PATH")]
+        socket: Option<PathBuf>,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Make a running appliance reload its policy file. Exit 0 when the new policy is in
+    /// force, 1 when it was refused (the running one is kept), 2 when unreachable.
+    Reload {
+        /// The control socket (default as for `status`).
+        #[arg(long, value_name = "PATH")]
+        socket: Option<PathBuf>,
+    },
+}
+
+fn socket_or_default(socket: Option<PathBuf>) -> PathBuf {
+    socket.unwrap_or_else(control::default_socket_path)
 }
 
 fn exit(code: i32) -> ExitCode {
@@ -78,5 +107,17 @@ fn main() -> ExitCode {
             exit(code)
         }
         Command::Explain(args) => exit(explain_command(&args, &mut std::io::stdout())),
+        Command::Status { socket } => {
+            exit(control::status_command(&socket_or_default(socket), &mut std::io::stdout(), &mut std::io::stderr()))
+        }
+        Command::Stats { socket, json } => exit(control::stats_command(
+            &socket_or_default(socket),
+            json,
+            &mut std::io::stdout(),
+            &mut std::io::stderr(),
+        )),
+        Command::Reload { socket } => {
+            exit(control::reload_command(&socket_or_default(socket), &mut std::io::stdout(), &mut std::io::stderr()))
+        }
     }
 }

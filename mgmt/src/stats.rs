@@ -5,12 +5,14 @@
 
 use std::fmt::Write as _;
 
+use serde::{Deserialize, Serialize};
+
 use dataplane::counters::{ConntrackCounters, DropReason, WorkerCounters};
 use dataplane::dpdk::PortStats;
 use dataplane::worker::ActivePolicy;
 
 /// One port's traffic as the workers counted it, plus the driver's own statistics.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PortSnapshot {
     /// The port's name from the config.
     pub name: String,
@@ -23,11 +25,12 @@ pub struct PortSnapshot {
     /// Bytes the workers transmitted on it.
     pub tx_bytes: u64,
     /// The driver's statistics (missed, errors, ...), if it gave them.
+    #[serde(with = "serde_driver")]
     pub driver: Option<PortStats>,
 }
 
 /// Packets and bytes one rule decided.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RuleSnapshot {
     /// Rule name.
     pub name: String,
@@ -38,7 +41,7 @@ pub struct RuleSnapshot {
 }
 
 /// Traffic from one segment to another.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PairSnapshot {
     /// Source segment name (`-` for an address in no segment).
     pub src: String,
@@ -55,7 +58,7 @@ pub struct PairSnapshot {
 }
 
 /// Connection tracking, summed over workers.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ConntrackSnapshot {
     /// Flows tracked now.
     pub entries: u64,
@@ -94,7 +97,7 @@ impl ConntrackSnapshot {
 }
 
 /// All counters at one instant.
-#[derive(Clone, Debug, Default, PartialEq)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct Snapshot {
     /// Seconds since the ports started forwarding.
     pub uptime_secs: f64,
@@ -102,7 +105,9 @@ pub struct Snapshot {
     pub policy_version: u64,
     /// Per port.
     pub ports: Vec<PortSnapshot>,
-    /// Drops by reason (every reason, zeros included).
+    /// Drops by reason (every reason, zeros included); serialised as an object keyed by
+    /// [`DropReason::name`].
+    #[serde(with = "serde_drops")]
     pub drops: Vec<(DropReason, u64)>,
     /// Per rule of the policy in force.
     pub rules: Vec<RuleSnapshot>,
@@ -239,5 +244,113 @@ impl Snapshot {
             let _ = writeln!(out, "worker {i}: {polls} polls, busy ratio {ratio:.3}");
         }
         out
+    }
+}
+
+// ---- worker heartbeats (for `export::prometheus::Extra::worker_heartbeat_age_secs`) ------
+
+/// Seconds since each worker's latest heartbeat, from timestamp-counter readings:
+/// `now_tsc` is `dataplane::dpdk::tsc()` read now and `tsc_hz` is
+/// `dataplane::dpdk::tsc_hz()`. A worker that never beat (heartbeat 0) reports the age
+/// of the whole counter, i.e. a very large value, which is what an alert should see;
+/// `tsc_hz == 0` gives zeros rather than a division by zero.
+pub fn heartbeat_ages(workers: &[&WorkerCounters], now_tsc: u64, tsc_hz: u64) -> Vec<f64> {
+    workers
+        .iter()
+        .map(|w| {
+            if tsc_hz == 0 {
+                return 0.0;
+            }
+            now_tsc.saturating_sub(w.heartbeat_tsc.get()) as f64 / tsc_hz as f64
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod heartbeat_tests {
+    use super::*;
+
+    #[test]
+    fn ages_in_seconds() {
+        let (a, b) = (WorkerCounters::new(1), WorkerCounters::new(1));
+        a.heartbeat_tsc.set(1_000);
+        b.heartbeat_tsc.set(5_000);
+        assert_eq!(heartbeat_ages(&[&a, &b], 3_000, 1_000), vec![2.0, 0.0]);
+        assert_eq!(heartbeat_ages(&[&a], 3_000, 0), vec![0.0]);
+    }
+}
+
+// ---- serde support (the control socket's `stats` answer) -------------------------------
+//
+// `PortStats` and `DropReason` live in the dataplane, which knows nothing of serde; these
+// modules (de)serialise them here: driver statistics as a plain object, drops as an object
+// keyed by reason name.
+
+/// `Option<PortStats>` as `null` or an object with the driver's counters.
+mod serde_driver {
+    use dataplane::dpdk::PortStats;
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    #[derive(Serialize, Deserialize)]
+    struct Driver {
+        rx_packets: u64,
+        tx_packets: u64,
+        rx_bytes: u64,
+        tx_bytes: u64,
+        rx_missed: u64,
+        rx_errors: u64,
+        tx_errors: u64,
+        rx_nombuf: u64,
+    }
+
+    pub fn serialize<S: Serializer>(v: &Option<PortStats>, s: S) -> Result<S::Ok, S::Error> {
+        v.map(|d| Driver {
+            rx_packets: d.rx_packets,
+            tx_packets: d.tx_packets,
+            rx_bytes: d.rx_bytes,
+            tx_bytes: d.tx_bytes,
+            rx_missed: d.rx_missed,
+            rx_errors: d.rx_errors,
+            tx_errors: d.tx_errors,
+            rx_nombuf: d.rx_nombuf,
+        })
+        .serialize(s)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<PortStats>, D::Error> {
+        Ok(Option::<Driver>::deserialize(d)?.map(|d| PortStats {
+            rx_packets: d.rx_packets,
+            tx_packets: d.tx_packets,
+            rx_bytes: d.rx_bytes,
+            tx_bytes: d.tx_bytes,
+            rx_missed: d.rx_missed,
+            rx_errors: d.rx_errors,
+            tx_errors: d.tx_errors,
+            rx_nombuf: d.rx_nombuf,
+        }))
+    }
+}
+
+/// `Vec<(DropReason, u64)>` as `{"policy_deny": 3, ...}` in `DropReason::ALL` order.
+/// Reading, names this build does not know (a newer peer) are skipped, and every reason
+/// this build knows but the peer did not send is filled in as zero.
+mod serde_drops {
+    use std::collections::BTreeMap;
+
+    use dataplane::counters::DropReason;
+    use serde::ser::SerializeMap;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(v: &[(DropReason, u64)], s: S) -> Result<S::Ok, S::Error> {
+        let mut map = s.serialize_map(Some(v.len()))?;
+        for (reason, n) in v {
+            map.serialize_entry(reason.name(), n)?;
+        }
+        map.end()
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<(DropReason, u64)>, D::Error> {
+        let by_name = BTreeMap::<String, u64>::deserialize(d)?;
+        Ok(DropReason::ALL.iter().map(|&r| (r, by_name.get(r.name()).copied().unwrap_or(0))).collect())
     }
 }
