@@ -199,6 +199,10 @@ pub struct WorkerCounters {
     pub heartbeat_tsc: Counter,
     /// Version of the policy the worker used in its latest round (0: none).
     pub policy_version: Counter,
+    /// Security events handed to the management thread.
+    pub events_sent: Counter,
+    /// Security events lost because the channel to the management thread was full.
+    pub events_dropped: Counter,
 }
 
 impl WorkerCounters {
@@ -211,6 +215,8 @@ impl WorkerCounters {
             busy_polls: Counter::default(),
             heartbeat_tsc: Counter::default(),
             policy_version: Counter::default(),
+            events_sent: Counter::default(),
+            events_dropped: Counter::default(),
         }
     }
 

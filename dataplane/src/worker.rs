@@ -16,11 +16,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use arc_swap::ArcSwapOption;
+use crossbeam_channel::Sender;
 
 use crate::conntrack::Conntrack;
 use crate::counters::{DropReason, PolicyCounters, WorkerCounters};
 use crate::dpdk::{self, MbufBurst, RxQueue, TxQueue};
-use crate::packet;
+use crate::packet::{self, PacketMeta};
 use crate::policy::{Decision, Policy, Verdict, Why};
 
 /// How long a partly filled tx burst may wait for more packets, in microseconds.
@@ -109,9 +110,15 @@ impl SharedPolicy {
 /// What the worker does with one frame.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Judgement {
-    /// A policy decision governs the frame (fresh, or cached by its flow); its verdict
-    /// is the one to apply, connection tracking's own drops included.
-    Decided(Decision),
+    /// A policy decision governs the frame; its verdict is the one to apply, connection
+    /// tracking's own drops included.
+    Decided {
+        /// The decision.
+        decision: Decision,
+        /// Whether the classifier made it for this packet (rather than the packet's
+        /// flow having cached it).
+        fresh: bool,
+    },
     /// Forward without a decision of its own: a later fragment of an allowed datagram.
     Pass,
     /// Drop for a reason no decision governs: malformed, no policy, no flow.
@@ -123,22 +130,54 @@ pub enum Judgement {
 /// the flow table: testable on byte slices.
 #[inline]
 pub fn judge(frame: &[u8], active: Option<&ActivePolicy>, conntrack: Option<&mut Conntrack>, now_s: u32) -> Judgement {
-    let meta = match packet::parse(frame) {
-        Ok(meta) => meta,
-        Err(e) => return Judgement::Drop(e.into()),
-    };
+    match packet::parse(frame) {
+        Ok(meta) => judge_parsed(frame, &meta, active, conntrack, now_s),
+        Err(e) => Judgement::Drop(e.into()),
+    }
+}
+
+/// [`judge`] for a frame already parsed into `meta`.
+#[inline]
+pub fn judge_parsed(
+    frame: &[u8],
+    meta: &PacketMeta,
+    active: Option<&ActivePolicy>,
+    conntrack: Option<&mut Conntrack>,
+    now_s: u32,
+) -> Judgement {
     let Some(policy) = active.map(ActivePolicy::policy) else {
         return Judgement::Drop(DropReason::NoPolicy);
     };
     let Some(ct) = conntrack else {
-        return Judgement::Decided(policy.classify(&meta));
+        return Judgement::Decided { decision: policy.classify(meta), fresh: true };
     };
-    let out = ct.process(frame, &meta, policy.version(), now_s, |m| policy.classify(m));
+    let out = ct.process(frame, meta, policy.version(), now_s, |m| policy.classify(m));
     match (out.decision, out.verdict) {
-        (Some(decision), verdict) => Judgement::Decided(Decision { verdict, ..decision }),
+        (Some(decision), verdict) => Judgement::Decided { decision: Decision { verdict, ..decision }, fresh: out.fresh },
         (None, Verdict::Allow) => Judgement::Pass,
         (None, Verdict::Deny(reason)) => Judgement::Drop(reason),
     }
+}
+
+/// A decision worth a security event (a denied flow, or a rule with `log: true`), handed
+/// from a worker to the management thread. Small and `Copy`: it travels through a
+/// bounded channel, and a full channel is counted, never waited for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FlowEvent {
+    /// Version of the policy that decided.
+    pub policy_version: u64,
+    /// The packet, as parsed.
+    pub meta: PacketMeta,
+    /// The decision (verdict, why, segments).
+    pub decision: Decision,
+    /// Frame length in bytes.
+    pub len: u32,
+}
+
+/// Whether a fresh decision is reported as a security event.
+#[inline]
+fn is_event(decision: &Decision) -> bool {
+    decision.log || matches!(decision.verdict, Verdict::Deny(DropReason::PolicyDeny | DropReason::UnknownAddress))
 }
 
 /// One direction of a port pair, as one worker serves it.
@@ -163,6 +202,7 @@ struct PathState {
 pub struct Worker {
     index: usize,
     conntrack: Option<Conntrack>,
+    events: Option<Sender<FlowEvent>>,
     tsc_hz: u64,
     paths: Vec<PathState>,
     policy: Arc<SharedPolicy>,
@@ -188,6 +228,7 @@ impl Worker {
         Worker {
             index,
             conntrack,
+            events: None,
             tsc_hz,
             paths: paths.into_iter().map(|path| PathState { path, pending: MbufBurst::new() }).collect(),
             policy,
@@ -196,6 +237,12 @@ impl Worker {
             drain_interval_tsc,
             last_drain_tsc: 0,
         }
+    }
+
+    /// Reports security events ([`FlowEvent`]) to `events` (a bounded channel).
+    pub fn with_events(mut self, events: Sender<FlowEvent>) -> Worker {
+        self.events = Some(events);
+        self
     }
 
     /// Polls until the stop flag is raised, then sends what is pending. Returns 0.
@@ -219,7 +266,15 @@ impl Worker {
         let now_s = (now / self.tsc_hz) as u32;
         let mut received = 0;
         for state in self.paths.iter_mut() {
-            received += process_path(state, active, self.conntrack.as_mut(), now_s, self.index, &self.counters);
+            received += process_path(
+                state,
+                active,
+                self.conntrack.as_mut(),
+                self.events.as_ref(),
+                now_s,
+                self.index,
+                &self.counters,
+            );
         }
         if let Some(ct) = self.conntrack.as_mut() {
             ct.expire(now_s, CT_SWEEP_BUDGET);
@@ -248,6 +303,7 @@ fn process_path(
     state: &mut PathState,
     active: Option<&ActivePolicy>,
     mut conntrack: Option<&mut Conntrack>,
+    events: Option<&Sender<FlowEvent>>,
     now_s: u32,
     worker: usize,
     counters: &WorkerCounters,
@@ -267,8 +323,25 @@ fn process_path(
     for mbuf in rx.drain(..) {
         let len = u64::from(mbuf.pkt_len());
         rx_bytes += len;
-        let verdict = match judge(mbuf.data(), active, conntrack.as_deref_mut(), now_s) {
-            Judgement::Decided(decision) => {
+        let frame = mbuf.data();
+        let judgement = match packet::parse(frame) {
+            Ok(meta) => {
+                let j = judge_parsed(frame, &meta, active, conntrack.as_deref_mut(), now_s);
+                if let (Judgement::Decided { decision, fresh: true }, Some(tx), Some(active)) = (j, events, active) {
+                    if is_event(&decision) {
+                        let ev = FlowEvent { policy_version: active.version(), meta, decision, len: len as u32 };
+                        match tx.try_send(ev) {
+                            Ok(()) => counters.events_sent.inc(),
+                            Err(_) => counters.events_dropped.inc(),
+                        }
+                    }
+                }
+                j
+            }
+            Err(e) => Judgement::Drop(e.into()),
+        };
+        let verdict = match judgement {
+            Judgement::Decided { decision, .. } => {
                 if let Some(active) = active {
                     active.record(worker, &decision, len);
                 }

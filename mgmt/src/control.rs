@@ -72,7 +72,19 @@ pub struct Status {
     pub reloads_error: u64,
     /// Why the latest refused reload was refused.
     pub last_reload_error: Option<String>,
+    /// Per worker: seconds since its latest poll round (a stalled worker's grows).
+    #[serde(default)]
+    pub worker_heartbeat_age_secs: Vec<f64>,
+    /// Workers whose heartbeat is older than [`STALLED_AFTER_SECS`].
+    #[serde(default)]
+    pub stalled_workers: Vec<usize>,
+    /// Per port, in config order: (name, link up, speed in Mbit/s).
+    #[serde(default)]
+    pub links: Vec<(String, bool, u32)>,
 }
+
+/// A worker whose latest poll round is older than this is reported stalled.
+pub const STALLED_AFTER_SECS: f64 = 1.0;
 
 /// The answer to a successful `reload`.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -347,7 +359,18 @@ pub fn status_command(socket: &Path, out: &mut dyn Write, err: &mut dyn Write) -
                 s.policy_version,
                 s.policy_sha256.as_deref().unwrap_or("-")
             );
-            let _ = writeln!(out, "workers: {}; ports: {}", s.workers, s.ports.join(", "));
+            let alive = s.workers - s.stalled_workers.len().min(s.workers);
+            let _ = writeln!(out, "workers: {} ({alive} alive)", s.workers);
+            for w in &s.stalled_workers {
+                let age = s.worker_heartbeat_age_secs.get(*w).copied().unwrap_or(f64::INFINITY);
+                let _ = writeln!(out, "  worker {w}: STALLED (no poll round for {age:.1} s)");
+            }
+            for (name, up, speed) in &s.links {
+                let _ = writeln!(out, "port {name}: link {}{}", if *up { "up" } else { "down" }, if *speed > 0 { format!(", {speed} Mbit/s") } else { String::new() });
+            }
+            if s.links.is_empty() {
+                let _ = writeln!(out, "ports: {}", s.ports.join(", "));
+            }
             let _ = write!(out, "reloads: {} ok, {} refused", s.reloads_ok, s.reloads_error);
             match &s.last_reload_error {
                 Some(e) => {

@@ -1,23 +1,33 @@
 //! `bulkhead run`: bring up the EAL, ports and workers from the `appliance:` section,
-//! enforce the policy, and on SIGINT/SIGTERM stop cleanly and print the final counters.
+//! enforce the policy, serve the management endpoints, and on SIGINT/SIGTERM stop
+//! cleanly and print the final counters.
 //!
 //! Threads: worker 0 runs on the EAL main lcore (the thread that called `run`), the
-//! other workers on the remaining EAL lcores; the management thread is an ordinary
-//! thread pinned with `core_affinity` to `management_core`. It never touches a packet.
+//! other workers on the remaining EAL lcores. The management thread is an ordinary
+//! thread pinned with `core_affinity` to `management_core`: it never touches a packet.
+//! It reloads the policy (SIGHUP, the file changing, `bulkhead reload`), turns the
+//! workers' [`FlowEvent`]s into aggregated, rate-limited security events for the sinks,
+//! and folds the counters of replaced policies into running totals. The metrics server
+//! and the control socket have a thread each and read the same [`Runtime`].
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant, SystemTime};
 
+use crossbeam_channel::{bounded, Receiver};
 use dataplane::conntrack::Conntrack;
 use dataplane::counters::{ConntrackCounters, WorkerCounters};
 use dataplane::dpdk::{self, Eal, Mempool, Port, PortSetup};
+use dataplane::packet::L4;
 use dataplane::policy::Policy;
-use dataplane::worker::{ActivePolicy, Path as WorkerPath, SharedPolicy, Worker};
+use dataplane::worker::{ActivePolicy, FlowEvent, Path as WorkerPath, SharedPolicy, Worker};
 
 use crate::config::{ApplianceConfig, Config, Device};
-use crate::stats::{ConntrackSnapshot, Snapshot};
+use crate::control::{ControlServer, Handler, ReloadOutcome, Status, STALLED_AFTER_SECS};
+use crate::events::{Aggregator, Event, EventSink, EventVerdict};
+use crate::export::{http::MetricsServer, policy_digest, prometheus};
+use crate::stats::{heartbeat_ages, ConntrackSnapshot, PolicyTotals, Snapshot};
 
 /// Options of `bulkhead run` beyond the config file.
 #[derive(Clone, Debug, Default)]
@@ -42,6 +52,14 @@ fn err(msg: impl Into<String>) -> RunError {
     RunError(msg.into())
 }
 
+/// Security events a worker may queue before it starts counting them as lost.
+const EVENT_CHANNEL_CAPACITY: usize = 4096;
+/// A replaced policy's counters are folded into the totals once no worker can still be
+/// writing them: workers switch policies between rounds, far sooner than this.
+const RETIRE_AFTER: Duration = Duration::from_secs(1);
+/// How often the management thread looks at the configuration file for changes.
+const WATCH_INTERVAL: Duration = Duration::from_secs(1);
+
 /// The DPDK port name of a configured device: the PCI address, or the virtual device's
 /// driver instance name (`net_af_packet0` of `net_af_packet0,iface=veth1`).
 pub fn port_name(device: &Device) -> &str {
@@ -65,7 +83,13 @@ pub fn eal_args(appliance: &ApplianceConfig, file_prefix: &str) -> Vec<String> {
         // Only virtual devices: do not probe (or grab) the host's NICs.
         args.push("--no-pci".into());
     }
-    args.extend(["--file-prefix".into(), file_prefix.to_string(), "--log-level".into(), "*:warning".into(), "--no-telemetry".into()]);
+    args.extend([
+        "--file-prefix".into(),
+        file_prefix.to_string(),
+        "--log-level".into(),
+        "*:warning".into(),
+        "--no-telemetry".into(),
+    ]);
     for p in &appliance.ports {
         args.extend(p.device.eal_args());
     }
@@ -75,11 +99,8 @@ pub fn eal_args(appliance: &ApplianceConfig, file_prefix: &str) -> Vec<String> {
 
 /// Checks that every configured core exists on this machine (and is ours to use).
 fn check_cores(file: &str, appliance: &ApplianceConfig) -> Result<(), RunError> {
-    let available: Vec<u32> = core_affinity::get_core_ids()
-        .unwrap_or_default()
-        .into_iter()
-        .map(|c| c.id as u32)
-        .collect();
+    let available: Vec<u32> =
+        core_affinity::get_core_ids().unwrap_or_default().into_iter().map(|c| c.id as u32).collect();
     let listing = available.iter().map(u32::to_string).collect::<Vec<_>>().join(",");
     for (i, core) in appliance.workers.iter().enumerate() {
         if !available.contains(core) {
@@ -101,44 +122,64 @@ fn check_cores(file: &str, appliance: &ApplianceConfig) -> Result<(), RunError> 
 /// Runs the appliance described by `path` until a signal (or `options.duration`).
 /// Returns the final counters.
 pub fn run(path: &Path, options: &RunOptions) -> Result<Snapshot, RunError> {
+    let bytes = std::fs::read(path).map_err(|e| err(format!("{}: cannot read: {e}", path.display())))?;
     let config = Config::load(path).map_err(|e| err(e.to_string()))?;
     let file = config.file.clone();
     let appliance = config.appliance.clone().ok_or_else(|| {
         err(format!("{file}: appliance: section missing; `bulkhead run` needs its ports, pairs and workers"))
     })?;
-    let policy = Policy::compile(&config.policy, 1).map_err(|e| err(format!("{file}: policy does not compile: {e}")))?;
+    let policy =
+        Policy::compile(&config.policy, 1).map_err(|e| err(format!("{file}: policy does not compile: {e}")))?;
     check_cores(&file, &appliance)?;
 
     let stop = Arc::new(AtomicBool::new(false));
-    for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
-        signal_hook::flag::register(signal, stop.clone()).map_err(|e| err(format!("cannot handle signal {signal}: {e}")))?;
+    let hangup = Arc::new(AtomicBool::new(false));
+    for (signal, flag) in [
+        (signal_hook::consts::SIGINT, &stop),
+        (signal_hook::consts::SIGTERM, &stop),
+        (signal_hook::consts::SIGHUP, &hangup),
+    ] {
+        signal_hook::flag::register(signal, flag.clone())
+            .map_err(|e| err(format!("cannot handle signal {signal}: {e}")))?;
     }
 
     let eal = Eal::init(&eal_args(&appliance, &format!("bulkhead-{}", std::process::id())))
         .map_err(|e| err(format!("DPDK EAL start failed: {e}")))?;
-    let result = run_with_eal(&eal, &file, &appliance, policy, stop, options);
+    let start = Start { path: path.to_path_buf(), file, appliance, policy, digest: policy_digest(&bytes), stop, hangup };
+    let result = run_with_eal(&eal, start, options);
     drop(eal);
     result
 }
 
-fn run_with_eal(
-    eal: &Eal,
-    file: &str,
-    appliance: &ApplianceConfig,
+/// What `run` hands to the part that needs the EAL.
+struct Start {
+    path: PathBuf,
+    file: String,
+    appliance: ApplianceConfig,
     policy: Policy,
+    digest: String,
     stop: Arc<AtomicBool>,
-    options: &RunOptions,
-) -> Result<Snapshot, RunError> {
+    hangup: Arc<AtomicBool>,
+}
+
+fn run_with_eal(eal: &Eal, start: Start, options: &RunOptions) -> Result<Snapshot, RunError> {
+    let Start { path, file, appliance, policy, digest, stop, hangup } = start;
     let workers = appliance.workers.len();
     let socket = eal.lcore_socket(eal.main_lcore());
-    let pool = Mempool::new("bulkhead_mbufs", appliance.mempool.mbufs, appliance.mempool.cache, Mempool::DEFAULT_DATA_ROOM, socket)
-        .map_err(|e| {
-            err(format!(
-                "{file}: appliance.mempool: {} mbufs do not fit in {} MiB of EAL memory ({e}); raise appliance.memory_mb or lower appliance.mempool.mbufs",
-                appliance.mempool.mbufs,
-                appliance.effective_memory_mb()
-            ))
-        })?;
+    let pool = Mempool::new(
+        "bulkhead_mbufs",
+        appliance.mempool.mbufs,
+        appliance.mempool.cache,
+        Mempool::DEFAULT_DATA_ROOM,
+        socket,
+    )
+    .map_err(|e| {
+        err(format!(
+            "{file}: appliance.mempool: {} mbufs do not fit in {} MiB of EAL memory ({e}); raise appliance.memory_mb or lower appliance.mempool.mbufs",
+            appliance.mempool.mbufs,
+            appliance.effective_memory_mb()
+        ))
+    })?;
 
     // Ports in config order; every worker gets one rx and one tx queue on each.
     let mut ports = Vec::with_capacity(appliance.ports.len());
@@ -159,8 +200,7 @@ fn run_with_eal(
             tx_descriptors: appliance.descriptors.tx,
             promiscuous: true,
         };
-        port.configure(setup, &pool)
-            .map_err(|e| err(format!("{file}: appliance.ports[{i}] ({}): {e}", pc.name)))?;
+        port.configure(setup, &pool).map_err(|e| err(format!("{file}: appliance.ports[{i}] ({}): {e}", pc.name)))?;
         ports.push(port);
     }
 
@@ -169,13 +209,14 @@ fn run_with_eal(
     shared.publish(Arc::new(ActivePolicy::new(policy, workers)));
 
     for (i, port) in ports.iter_mut().enumerate() {
-        port.start()
-            .map_err(|e| err(format!("{file}: appliance.ports[{i}] ({}): {e}", appliance.ports[i].name)))?;
+        port.start().map_err(|e| err(format!("{file}: appliance.ports[{i}] ({}): {e}", appliance.ports[i].name)))?;
     }
 
     let started = Instant::now();
     let counters: Vec<Arc<WorkerCounters>> = (0..workers).map(|_| Arc::new(WorkerCounters::new(ports.len()))).collect();
-    let ct_counters: Vec<Arc<ConntrackCounters>> = (0..workers).map(|_| Arc::new(ConntrackCounters::default())).collect();
+    let ct_counters: Vec<Arc<ConntrackCounters>> =
+        (0..workers).map(|_| Arc::new(ConntrackCounters::default())).collect();
+    let (event_tx, event_rx) = bounded::<FlowEvent>(EVENT_CHANNEL_CAPACITY);
     let mut worker_list = Vec::with_capacity(workers);
     for (w, wc) in counters.iter().enumerate() {
         let mut paths = Vec::new();
@@ -191,20 +232,60 @@ fn run_with_eal(
             }
         }
         let conntrack = appliance.conntrack.map(|cfg| Conntrack::new(cfg, ct_counters[w].clone()));
-        worker_list.push(Worker::new(w, paths, shared.clone(), wc.clone(), stop.clone(), conntrack));
+        worker_list.push(
+            Worker::new(w, paths, shared.clone(), wc.clone(), stop.clone(), conntrack).with_events(event_tx.clone()),
+        );
+    }
+    drop(event_tx);
+
+    let runtime = Arc::new(Runtime {
+        config_path: path,
+        file: file.clone(),
+        appliance: appliance.clone(),
+        started,
+        port_names: appliance.ports.iter().map(|p| p.name.clone()).collect(),
+        port_ids: ports.iter().map(Port::id).collect(),
+        counters,
+        ct_counters,
+        shared,
+        state: Mutex::new(PolicyState { version: 1, sha256: digest, ..PolicyState::default() }),
+        event_stats: Mutex::new(EventStats::default()),
+    });
+
+    // Management endpoints: refuse to start rather than run without what was asked for.
+    let metrics = match appliance.management.metrics {
+        Some(addr) => {
+            let rt = runtime.clone();
+            Some(
+                MetricsServer::start(addr, stop.clone(), move || prometheus::render(&rt.snapshot(), &rt.extra()))
+                    .map_err(|e| err(format!("{file}: appliance.management.metrics: {e}")))?,
+            )
+        }
+        None => None,
+    };
+    let control = match &appliance.management.control_socket {
+        Some(socket) => Some(
+            ControlServer::start(socket, Arc::new(RuntimeHandler(runtime.clone())), stop.clone())
+                .map_err(|e| err(format!("{file}: appliance.management.control_socket: {e}")))?,
+        ),
+        None => None,
+    };
+    let mut sinks = Vec::new();
+    for (i, cfg) in appliance.events.sinks.iter().enumerate() {
+        sinks.push(
+            EventSink::start(cfg.clone()).map_err(|e| err(format!("{file}: appliance.events.sinks[{i}]: {e}")))?,
+        );
     }
 
-    let port_names: Vec<String> = appliance.ports.iter().map(|p| p.name.clone()).collect();
     let mgmt = {
+        let rt = runtime.clone();
         let stop = stop.clone();
-        let counters = counters.clone();
-        let shared = shared.clone();
-        let port_names = port_names.clone();
-        let core = appliance.management_core;
         let options = options.clone();
+        let core = appliance.management_core;
+        let watch = appliance.management.watch;
         std::thread::Builder::new()
             .name("bulkhead-mgmt".into())
-            .spawn(move || management_loop(core, started, &stop, &options, &port_names, &counters, &shared))
+            .spawn(move || management_loop(core, watch, &rt, &stop, &hangup, &options, &event_rx, sinks))
             .map_err(|e| err(format!("cannot start the management thread: {e}")))?
     };
 
@@ -226,7 +307,7 @@ fn run_with_eal(
         }
     }
     eprintln!(
-        "bulkhead: forwarding: {} ports in {} pairs, {} workers on lcores {:?}, policy version 1; stop with SIGINT or SIGTERM",
+        "bulkhead: forwarding: {} ports in {} pairs, {} workers on lcores {:?}, policy version 1; stop with SIGINT or SIGTERM, reload with SIGHUP",
         ports.len(),
         appliance.pairs.len(),
         workers,
@@ -241,6 +322,12 @@ fn run_with_eal(
         }
     }
     let _ = mgmt.join();
+    if let Some(m) = metrics {
+        m.join();
+    }
+    if let Some(c) = control {
+        c.join();
+    }
 
     // Stop the ports before reading their final statistics.
     for port in ports.iter_mut() {
@@ -249,47 +336,308 @@ fn run_with_eal(
         }
     }
     let driver: Vec<_> = ports.iter().map(|p| p.stats().ok()).collect();
-    let refs: Vec<&WorkerCounters> = counters.iter().map(Arc::as_ref).collect();
-    let active = shared.current();
-    let mut snapshot = Snapshot::take(&port_names, &driver, &refs, active.as_deref());
-    snapshot.uptime_secs = started.elapsed().as_secs_f64();
-    if appliance.conntrack.is_some() {
-        snapshot.conntrack = Some(ConntrackSnapshot::sum(&ct_counters.iter().map(Arc::as_ref).collect::<Vec<_>>()));
-    }
+    let snapshot = runtime.snapshot_with_driver(&driver);
     drop(ports);
     drop(pool);
     Ok(snapshot)
 }
 
+/// What the management thread, the metrics server and the control socket share.
+pub struct Runtime {
+    config_path: PathBuf,
+    file: String,
+    appliance: ApplianceConfig,
+    started: Instant,
+    port_names: Vec<String>,
+    port_ids: Vec<u16>,
+    counters: Vec<Arc<WorkerCounters>>,
+    ct_counters: Vec<Arc<ConntrackCounters>>,
+    shared: Arc<SharedPolicy>,
+    state: Mutex<PolicyState>,
+    event_stats: Mutex<EventStats>,
+}
+
+/// The policy's history, changed only by reloads (one at a time, under the lock).
+#[derive(Default)]
+struct PolicyState {
+    version: u64,
+    sha256: String,
+    reloads_ok: u64,
+    reloads_error: u64,
+    last_error: Option<String>,
+    /// Counters of replaced policies, folded by name.
+    retired: PolicyTotals,
+    /// Replaced policies whose workers may still be finishing a round.
+    retiring: Vec<(Arc<ActivePolicy>, Instant)>,
+}
+
+#[derive(Default)]
+struct EventStats {
+    aggregator: Option<crate::events::AggregatorStats>,
+    sinks: Vec<(String, crate::events::SinkStats)>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A panic elsewhere must not take the management plane down with it.
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl Runtime {
+    fn snapshot(&self) -> Snapshot {
+        self.snapshot_with_driver(&self.port_ids.iter().map(|&id| Port::stats_of(id).ok()).collect::<Vec<_>>())
+    }
+
+    fn snapshot_with_driver(&self, driver: &[Option<dpdk::PortStats>]) -> Snapshot {
+        let refs: Vec<&WorkerCounters> = self.counters.iter().map(Arc::as_ref).collect();
+        let active = self.shared.current();
+        let totals = {
+            let st = lock(&self.state);
+            let mut totals = st.retired.clone();
+            for (old, _) in &st.retiring {
+                totals.add(old);
+            }
+            totals
+        };
+        let mut s = Snapshot::take(&self.port_names, driver, &refs, active.as_deref(), &totals);
+        s.uptime_secs = self.started.elapsed().as_secs_f64();
+        if self.appliance.conntrack.is_some() {
+            s.conntrack = Some(ConntrackSnapshot::sum(&self.ct_counters.iter().map(Arc::as_ref).collect::<Vec<_>>()));
+        }
+        s
+    }
+
+    fn heartbeat_ages(&self) -> Vec<f64> {
+        let refs: Vec<&WorkerCounters> = self.counters.iter().map(Arc::as_ref).collect();
+        heartbeat_ages(&refs, dpdk::tsc(), dpdk::tsc_hz())
+    }
+
+    fn extra(&self) -> prometheus::Extra {
+        let st = lock(&self.state);
+        let ev = lock(&self.event_stats);
+        prometheus::Extra {
+            policy_sha256: Some(st.sha256.clone()),
+            reloads_ok: st.reloads_ok,
+            reloads_error: st.reloads_error,
+            worker_heartbeat_age_secs: self.heartbeat_ages(),
+            events: ev.aggregator,
+            sinks: ev.sinks.clone(),
+        }
+    }
+
+    fn status(&self) -> Status {
+        let st = lock(&self.state);
+        let ages = self.heartbeat_ages();
+        Status {
+            version: env!("CARGO_PKG_VERSION").to_string(),
+            pid: std::process::id(),
+            config_file: self.file.clone(),
+            policy_version: st.version,
+            policy_sha256: Some(st.sha256.clone()),
+            uptime_secs: self.started.elapsed().as_secs_f64(),
+            workers: self.counters.len(),
+            ports: self.port_names.clone(),
+            reloads_ok: st.reloads_ok,
+            reloads_error: st.reloads_error,
+            last_reload_error: st.last_error.clone(),
+            stalled_workers: ages.iter().enumerate().filter(|(_, a)| **a > STALLED_AFTER_SECS).map(|(i, _)| i).collect(),
+            worker_heartbeat_age_secs: ages,
+            links: self
+                .port_names
+                .iter()
+                .zip(&self.port_ids)
+                .map(|(name, &id)| {
+                    let link = Port::link_of(id).ok();
+                    (name.clone(), link.is_some_and(|l| l.up), link.map_or(0, |l| l.speed_mbps))
+                })
+                .collect(),
+        }
+    }
+
+    /// Reloads the policy from the configuration file: parse, validate and compile off
+    /// the packet path, then publish; workers switch at their next round. A file that
+    /// does not load or compile is refused whole and the running policy stays.
+    pub fn reload(&self, trigger: &str) -> Result<ReloadOutcome, String> {
+        let mut st = lock(&self.state);
+        let result = self.load_new_policy(st.version + 1);
+        match result {
+            Ok((policy, sha256, message)) => {
+                let version = policy.version();
+                let old = self.shared.current();
+                self.shared.publish(Arc::new(ActivePolicy::new(policy, self.counters.len())));
+                if let Some(old) = old {
+                    st.retiring.push((old, Instant::now()));
+                }
+                st.version = version;
+                st.sha256 = sha256.clone();
+                st.reloads_ok += 1;
+                log::info!("reload ({trigger}): policy version {version} in force, sha256 {sha256}{message}");
+                Ok(ReloadOutcome { policy_version: version, policy_sha256: sha256, message })
+            }
+            Err(e) => {
+                st.reloads_error += 1;
+                st.last_error = Some(e.clone());
+                log::error!("reload ({trigger}) refused: {e}; policy version {} stays in force", st.version);
+                Err(e)
+            }
+        }
+    }
+
+    fn load_new_policy(&self, version: u64) -> Result<(Policy, String, String), String> {
+        let bytes = std::fs::read(&self.config_path).map_err(|e| format!("{}: cannot read: {e}", self.file))?;
+        let text = String::from_utf8(bytes.clone())
+            .map_err(|e| format!("{}: not a YAML text file: invalid UTF-8 at byte {}", self.file, e.utf8_error().valid_up_to()))?;
+        let config = Config::from_yaml_str(&self.file, &text).map_err(|e| e.to_string())?;
+        let policy = Policy::compile(&config.policy, version)
+            .map_err(|e| format!("{}: policy does not compile: {e}", self.file))?;
+        let message = match config.appliance {
+            Some(a) if a == self.appliance => String::new(),
+            _ => "; the appliance section changed: restart bulkhead to apply it".to_string(),
+        };
+        Ok((policy, policy_digest(&bytes), message))
+    }
+
+    /// Folds the counters of policies replaced long enough ago into the totals.
+    fn retire_old_policies(&self) {
+        let mut st = lock(&self.state);
+        let (done, keep): (Vec<_>, Vec<_>) = std::mem::take(&mut st.retiring).into_iter().partition(|(_, t)| t.elapsed() >= RETIRE_AFTER);
+        st.retiring = keep;
+        for (old, _) in done {
+            st.retired.add(&old);
+        }
+    }
+
+    /// The security event for a worker's observation, named with the policy that decided.
+    fn event(&self, ev: &FlowEvent) -> Event {
+        let (src, dst) = ev.meta.addrs.unwrap_or((std::net::Ipv4Addr::UNSPECIFIED.into(), std::net::Ipv4Addr::UNSPECIFIED.into()));
+        let (src_port, dst_port) = match ev.meta.l4 {
+            L4::Ports { src, dst } => (src, dst),
+            L4::Icmp { ty, code, .. } => (u16::from(ty), u16::from(code)),
+            L4::None => (0, 0),
+        };
+        let names = |policy: &Policy| {
+            let seg = |id: Option<u16>| id.and_then(|i| policy.segment_name(i)).unwrap_or("-").to_string();
+            (seg(ev.decision.src_segment), seg(ev.decision.dst_segment), ev.decision.rule().and_then(|r| policy.rule_name(r)).map(str::to_string))
+        };
+        let st = lock(&self.state);
+        let policy = self
+            .shared
+            .current()
+            .filter(|a| a.version() == ev.policy_version)
+            .or_else(|| st.retiring.iter().map(|(a, _)| a.clone()).find(|a| a.version() == ev.policy_version));
+        let (src_segment, dst_segment, rule) = policy.map_or(("?".into(), "?".into(), None), |a| names(a.policy()));
+        let sha = if ev.policy_version == st.version { st.sha256.clone() } else { String::new() };
+        let (verdict, reason) = EventVerdict::from_verdict(ev.decision.verdict);
+        let now = SystemTime::now();
+        Event {
+            time: now,
+            policy_version: ev.policy_version,
+            policy_sha256: sha,
+            src_segment,
+            dst_segment,
+            src_ip: src,
+            dst_ip: dst,
+            src_port,
+            dst_port,
+            protocol: ev.meta.proto,
+            vlan: ev.meta.outer_vlan,
+            rule,
+            verdict,
+            reason: reason.to_string(),
+            packets: 1,
+            bytes: u64::from(ev.len),
+            first_seen: now,
+            last_seen: now,
+        }
+    }
+}
+
+/// The control socket's view of the runtime.
+struct RuntimeHandler(Arc<Runtime>);
+
+impl Handler for RuntimeHandler {
+    fn status(&self) -> Status {
+        self.0.status()
+    }
+
+    fn stats(&self) -> Snapshot {
+        self.0.snapshot()
+    }
+
+    fn reload(&self) -> Result<ReloadOutcome, String> {
+        self.0.reload("control socket")
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
 fn management_loop(
     core: Option<u32>,
-    started: Instant,
+    watch: bool,
+    rt: &Runtime,
     stop: &AtomicBool,
+    hangup: &AtomicBool,
     options: &RunOptions,
-    port_names: &[String],
-    counters: &[Arc<WorkerCounters>],
-    shared: &SharedPolicy,
+    events: &Receiver<FlowEvent>,
+    sinks: Vec<EventSink>,
 ) {
     if let Some(core) = core {
         if !core_affinity::set_for_current(core_affinity::CoreId { id: core as usize }) {
             log::warn!("could not pin the management thread to core {core}");
         }
     }
+    let mut aggregator = Aggregator::new(rt.appliance.events.aggregator, Instant::now());
+    let modified = || std::fs::metadata(&rt.config_path).and_then(|m| m.modified()).ok();
+    let mut last_modified = modified();
+    let mut last_watch = Instant::now();
     let mut last_stats = Instant::now();
+    let emit = |batch: Vec<Event>| {
+        for e in batch {
+            for s in &sinks {
+                s.submit(e.clone());
+            }
+        }
+    };
     while !stop.load(Ordering::Relaxed) {
-        std::thread::sleep(Duration::from_millis(50));
-        if options.duration.is_some_and(|d| started.elapsed() >= d) {
+        // Wait for events, at most one tick; then take what else is queued (bounded).
+        if let Ok(ev) = events.recv_timeout(Duration::from_millis(50)) {
+            aggregator.record(rt.event(&ev));
+            for ev in events.try_iter().take(EVENT_CHANNEL_CAPACITY) {
+                aggregator.record(rt.event(&ev));
+            }
+        }
+        emit(aggregator.poll(Instant::now()));
+        {
+            let mut ev = lock(&rt.event_stats);
+            ev.aggregator = Some(aggregator.stats());
+            ev.sinks = sinks.iter().enumerate().map(|(i, s)| (format!("sink{i}"), s.stats())).collect();
+        }
+        if options.duration.is_some_and(|d| rt.started.elapsed() >= d) {
             stop.store(true, Ordering::SeqCst);
         }
+        if hangup.swap(false, Ordering::SeqCst) {
+            let _ = rt.reload("SIGHUP");
+            last_modified = modified();
+        }
+        if watch && last_watch.elapsed() >= WATCH_INTERVAL {
+            last_watch = Instant::now();
+            let now = modified();
+            if now != last_modified {
+                last_modified = now;
+                let _ = rt.reload("file changed");
+            }
+        }
+        rt.retire_old_policies();
         if let Some(every) = options.stats_interval {
             if last_stats.elapsed() >= every {
                 last_stats = Instant::now();
-                let refs: Vec<&WorkerCounters> = counters.iter().map(Arc::as_ref).collect();
-                let active = shared.current();
-                let mut snapshot = Snapshot::take(port_names, &[], &refs, active.as_deref());
-                snapshot.uptime_secs = started.elapsed().as_secs_f64();
-                eprint!("{}", snapshot.report());
+                eprint!("{}", rt.snapshot().report());
             }
         }
+    }
+    for ev in events.try_iter() {
+        aggregator.record(rt.event(&ev));
+    }
+    emit(aggregator.flush(Instant::now()));
+    for s in sinks {
+        s.close();
     }
 }

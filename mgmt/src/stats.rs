@@ -96,6 +96,52 @@ impl ConntrackSnapshot {
     }
 }
 
+/// Policy counters summed by name (rules, segment pairs), so that they survive reloads:
+/// a reloaded policy starts counters of its own, and the management thread folds the
+/// replaced policy's counts in here once no worker can still be writing them.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PolicyTotals {
+    /// Packets and bytes per rule name.
+    pub rules: std::collections::BTreeMap<String, (u64, u64)>,
+    /// Per (source segment, destination segment) name.
+    pub pairs: std::collections::BTreeMap<(String, String), PairSnapshot>,
+    /// Packets decided by the default between segments.
+    pub default_packets: u64,
+    /// Packets decided by the intra-segment default.
+    pub intra_segment_packets: u64,
+    /// Packets whose segment pair found no counter slot.
+    pub pair_overflow: u64,
+}
+
+impl PolicyTotals {
+    /// Adds every worker's counters of `active`.
+    pub fn add(&mut self, active: &ActivePolicy) {
+        let policy = active.policy();
+        let name = |id: Option<u16>| id.and_then(|id| policy.segment_name(id)).unwrap_or("-").to_string();
+        for c in active.counters() {
+            for (id, rc) in c.rules.iter().enumerate() {
+                let r = self.rules.entry(policy.rule_name(id as u32).unwrap_or("?").to_string()).or_default();
+                r.0 += rc.packets.get();
+                r.1 += rc.bytes.get();
+            }
+            self.default_packets += c.default_action.packets.get();
+            self.intra_segment_packets += c.intra_segment_default.packets.get();
+            self.pair_overflow += c.pairs.overflow.get();
+            for (src, dst, slot) in c.pairs.iter() {
+                let (src, dst) = (name(src), name(dst));
+                let p = self
+                    .pairs
+                    .entry((src.clone(), dst.clone()))
+                    .or_insert_with(|| PairSnapshot { src, dst, ..Default::default() });
+                p.allowed_packets += slot.allowed.packets.get();
+                p.allowed_bytes += slot.allowed.bytes.get();
+                p.denied_packets += slot.denied.packets.get();
+                p.denied_bytes += slot.denied.bytes.get();
+            }
+        }
+    }
+}
+
 /// All counters at one instant.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct Snapshot {
@@ -126,12 +172,15 @@ pub struct Snapshot {
 }
 
 impl Snapshot {
-    /// Sums `workers`' counters and the active policy's, naming ports with `port_names`.
+    /// Sums `workers`' counters and the policy counters (`retired`: what the policies
+    /// replaced by reloads counted, plus the active policy's), naming ports with
+    /// `port_names`.
     pub fn take(
         port_names: &[String],
         driver: &[Option<PortStats>],
         workers: &[&WorkerCounters],
         active: Option<&ActivePolicy>,
+        retired: &PolicyTotals,
     ) -> Snapshot {
         let mut s = Snapshot {
             policy_version: active.map_or(0, ActivePolicy::version),
@@ -158,37 +207,27 @@ impl Snapshot {
             .map(|&r| (r, workers.iter().map(|w| w.drops[r as usize].get()).sum()))
             .collect();
         s.workers = workers.iter().map(|w| (w.polls.get(), w.busy_polls.get())).collect();
+        let mut totals = retired.clone();
         if let Some(active) = active {
-            let policy = active.policy();
-            s.rules = (0..policy.rule_count())
-                .map(|id| {
-                    let mut r = RuleSnapshot { name: policy.rule_name(id as u32).unwrap_or("?").to_string(), ..Default::default() };
-                    for c in active.counters() {
-                        if let Some(rc) = c.rules.get(id) {
-                            r.packets += rc.packets.get();
-                            r.bytes += rc.bytes.get();
-                        }
-                    }
-                    r
-                })
-                .collect();
-            let name = |id: Option<u16>| id.and_then(|id| policy.segment_name(id)).unwrap_or("-").to_string();
-            let mut pairs: std::collections::BTreeMap<(String, String), PairSnapshot> = Default::default();
-            for c in active.counters() {
-                s.default_packets += c.default_action.packets.get();
-                s.intra_segment_packets += c.intra_segment_default.packets.get();
-                s.pair_overflow += c.pairs.overflow.get();
-                for (src, dst, slot) in c.pairs.iter() {
-                    let (src, dst) = (name(src), name(dst));
-                    let p = pairs.entry((src.clone(), dst.clone())).or_insert_with(|| PairSnapshot { src, dst, ..Default::default() });
-                    p.allowed_packets += slot.allowed.packets.get();
-                    p.allowed_bytes += slot.allowed.bytes.get();
-                    p.denied_packets += slot.denied.packets.get();
-                    p.denied_bytes += slot.denied.bytes.get();
-                }
-            }
-            s.pairs = pairs.into_values().collect();
+            totals.add(active);
         }
+        // Rules in the active policy's order, then rules only older policies had.
+        let active_rules: Vec<String> = active.map_or_else(Vec::new, |a| {
+            (0..a.policy().rule_count()).map(|id| a.policy().rule_name(id as u32).unwrap_or("?").to_string()).collect()
+        });
+        for name in &active_rules {
+            let (packets, bytes) = totals.rules.get(name).copied().unwrap_or_default();
+            s.rules.push(RuleSnapshot { name: name.clone(), packets, bytes });
+        }
+        for (name, &(packets, bytes)) in &totals.rules {
+            if !active_rules.contains(name) {
+                s.rules.push(RuleSnapshot { name: name.clone(), packets, bytes });
+            }
+        }
+        s.default_packets = totals.default_packets;
+        s.intra_segment_packets = totals.intra_segment_packets;
+        s.pair_overflow = totals.pair_overflow;
+        s.pairs = totals.pairs.into_values().collect();
         s
     }
 

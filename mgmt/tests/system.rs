@@ -7,6 +7,7 @@
 
 use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
+use std::time::Instant;
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc;
@@ -109,17 +110,20 @@ impl Drop for Testbed {
     }
 }
 
-/// The running appliance in the test-bed's `app` namespace; killed on drop.
+/// The running appliance in the test-bed's `app` namespace; killed on drop. Its
+/// control socket and events file live in a temporary directory of the test's own.
 struct Appliance {
     child: Option<Child>,
     stderr: mpsc::Receiver<String>,
-    _config: tempfile::TempPath,
+    dir: tempfile::TempDir,
+    config: PathBuf,
 }
 
 impl Appliance {
     fn start(tb: &Testbed, config_yaml: &str) -> Appliance {
-        let config = tempfile::Builder::new().suffix(".yaml").tempfile().unwrap().into_temp_path();
-        std::fs::write(&config, config_yaml).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let config = dir.path().join("bulkhead.yaml");
+        std::fs::write(&config, Self::localise(&dir, config_yaml)).unwrap();
         let mut child = Command::new("ip")
             .args(["netns", "exec", &format!("{}-app", tb.prefix), env!("CARGO_BIN_EXE_bulkhead"), "run", "--config"])
             .arg(&config)
@@ -135,7 +139,7 @@ impl Appliance {
                 let _ = tx.send(line);
             }
         });
-        let app = Appliance { child: Some(child), stderr: rx, _config: config };
+        let app = Appliance { child: Some(child), stderr: rx, dir, config };
         let mut seen = Vec::new();
         loop {
             match app.stderr.recv_timeout(Duration::from_secs(20)) {
@@ -144,6 +148,37 @@ impl Appliance {
                 Err(_) => panic!("bulkhead did not start:\n{}", seen.join("\n")),
             }
         }
+    }
+
+    /// Points the demo's control socket and events file into the test's directory.
+    fn localise(dir: &tempfile::TempDir, yaml: &str) -> String {
+        yaml.replace("/run/bulkhead/demo.sock", &dir.path().join("control.sock").display().to_string())
+            .replace("/tmp/bulkhead-demo-events.jsonl", &dir.path().join("events.jsonl").display().to_string())
+    }
+
+    fn socket(&self) -> PathBuf {
+        self.dir.path().join("control.sock")
+    }
+
+    /// Replaces the configuration file (atomically, as an editor would).
+    fn rewrite(&self, yaml: &str) {
+        let tmp = self.dir.path().join("next.yaml");
+        std::fs::write(&tmp, Self::localise(&self.dir, yaml)).unwrap();
+        std::fs::rename(&tmp, &self.config).unwrap();
+    }
+
+    /// Runs `bulkhead ARGS --socket <its socket>`; (exit code, stdout + stderr).
+    fn cli(&self, args: &[&str]) -> (i32, String) {
+        let out = Command::new(env!("CARGO_BIN_EXE_bulkhead")).args(args).arg("--socket").arg(self.socket()).output().unwrap();
+        (out.status.code().unwrap_or(-1), format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)))
+    }
+
+    fn events(&self) -> Vec<serde_json::Value> {
+        std::fs::read_to_string(self.dir.path().join("events.jsonl"))
+            .unwrap_or_default()
+            .lines()
+            .map(|l| serde_json::from_str(l).expect("an event line is JSON"))
+            .collect()
     }
 
     /// SIGTERM, wait, and return what it printed on stdout (the final counters).
@@ -315,4 +350,156 @@ fn syn_flood_keeps_the_table_bounded_and_established_flows_alive() {
     let flows: u64 = ct.trim_start_matches("conntrack:").split_whitespace().next().unwrap().parse().unwrap();
     assert!(flows <= 256, "table bounded: {ct}");
     assert!(ct.contains(" evictions") && !ct.contains(" 0 evictions"), "embryonic flows were evicted: {report}");
+}
+
+/// Polls `f` for up to `secs` seconds.
+fn eventually(secs: u64, mut f: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    while Instant::now() < deadline {
+        if f() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    false
+}
+
+fn status_version(app: &Appliance) -> u64 {
+    let (code, out) = app.cli(&["status"]);
+    assert_eq!(code, 0, "status: {out}");
+    out.lines()
+        .find_map(|l| l.strip_prefix("policy: version "))
+        .and_then(|v| v.split(',').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no policy version in status:\n{out}"))
+}
+
+#[test]
+fn reload_status_metrics_and_events() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let tb = Testbed::up();
+    let demo = demo_config();
+    let app = Appliance::start(&tb, &demo);
+
+    // A denied flow becomes a security event naming segments, protocol and verdict.
+    assert!(!tb.ping("web", DB, 2));
+    assert!(eventually(5, || app.events().iter().any(|e| e["dst_segment"] == "db")), "no event for web -> db");
+    let ev = app.events().into_iter().find(|e| e["dst_segment"] == "db").unwrap();
+    assert_eq!((ev["src_segment"].as_str(), ev["verdict"].as_str(), ev["src_ip"].as_str()), (Some("web"), Some("deny"), Some(WEB)), "{ev}");
+    assert_eq!(ev["policy_version"], 1);
+
+    // status: version 1 and the file's digest.
+    assert_eq!(status_version(&app), 1);
+    let (_, status) = app.cli(&["status"]);
+    let digest = {
+        use sha2::Digest;
+        let bytes = std::fs::read(&app.config).unwrap();
+        sha2::Sha256::digest(&bytes).iter().map(|b| format!("{b:02x}")).collect::<String>()
+    };
+    assert!(status.contains(&digest), "status names the policy digest:\n{status}");
+    assert!(status.contains("(1 alive)"), "{status}");
+
+    // Metrics over HTTP on the appliance's loopback, checked by a real parser.
+    let scrape = tb.exec("app", &["python3", "-c", "import urllib.request;print(urllib.request.urlopen('http://127.0.0.1:9464/metrics',timeout=3).read().decode())"]);
+    let text = String::from_utf8_lossy(&scrape.stdout).to_string();
+    assert!(text.contains("bulkhead_policy_version 1"), "{text}");
+    assert!(text.contains(&format!("sha256=\"{digest}\"")), "metrics carry the digest");
+    let mut promtool = Command::new("promtool").args(["check", "metrics"]).stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("promtool (apt: prometheus)");
+    std::io::Write::write_all(promtool.stdin.as_mut().unwrap(), text.as_bytes()).unwrap();
+    let checked = promtool.wait_with_output().unwrap();
+    assert!(checked.status.success(), "promtool: {}{}", String::from_utf8_lossy(&checked.stdout), String::from_utf8_lossy(&checked.stderr));
+
+    // Reload through the control socket: a policy that lets web ping db.
+    let allow_db = demo.replace("  - name: ops-to-db", "  - name: web-to-db-ping\n    from: web\n    to: db\n    protocol: icmp\n    action: allow\n  - name: ops-to-db");
+    app.rewrite(&allow_db);
+    let (code, out) = app.cli(&["reload"]);
+    assert_eq!(code, 0, "reload: {out}");
+    assert!(tb.ping("web", DB, 2), "the new policy is in force");
+    let v = status_version(&app);
+    assert!(v >= 2, "version after reload: {v}");
+
+    // A broken file is refused whole; the running policy stays.
+    app.rewrite("segments: [ {name: web, cidrs: [10.10.1.0/33]} ]\n");
+    let (code, out) = app.cli(&["reload"]);
+    assert_eq!(code, 1, "a bad policy is refused: {out}");
+    assert!(out.contains("/33"), "the refusal says why: {out}");
+    assert!(tb.ping("web", DB, 2), "the running policy stays after a refused reload");
+    let (_, status) = app.cli(&["status"]);
+    assert!(status.contains("refused"), "{status}");
+
+    // SIGHUP reloads the (restored) original: web -> db denied again.
+    app.rewrite(&demo);
+    std::thread::sleep(Duration::from_millis(200));
+    let pid = app.child.as_ref().unwrap().id().to_string();
+    // `ip netns exec` runs bulkhead as its child: signal the appliance itself.
+    let bh = Command::new("pgrep").args(["-P", &pid]).output().unwrap();
+    let bh_pid = String::from_utf8_lossy(&bh.stdout).trim().to_string();
+    let target = if bh_pid.is_empty() { pid } else { bh_pid };
+    Command::new("kill").args(["-HUP", &target]).status().unwrap();
+    assert!(eventually(5, || !tb.ping("web", DB, 1)), "SIGHUP reloaded the original policy");
+
+    // Editing the file is enough: the watcher reloads it.
+    let before = status_version(&app);
+    app.rewrite(&allow_db);
+    assert!(eventually(6, || status_version(&app) > before), "the file watcher reloaded");
+    assert!(tb.ping("web", DB, 2));
+
+    let report = app.stop();
+    assert!(counter(&report, "web-to-db-ping") > 0, "counters survive reloads by rule name:\n{report}");
+}
+
+#[test]
+fn events_reach_a_real_syslog_receiver_as_rfc5424() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let tb = Testbed::up();
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().display();
+    let conf = format!(
+        r#"global(workDirectory="{d}")
+module(load="imudp")
+module(load="imtcp")
+template(name="raw" type="string" string="%rawmsg%\n")
+ruleset(name="bh") {{ action(type="omfile" file="{d}/out.log" template="raw") }}
+input(type="imudp" address="127.0.0.1" port="5514" ruleset="bh")
+input(type="imtcp" address="127.0.0.1" port="5515" ruleset="bh")
+"#
+    );
+    std::fs::write(dir.path().join("rsyslog.conf"), conf).unwrap();
+    let conf_path = dir.path().join("rsyslog.conf").display().to_string();
+    let pid_path = dir.path().join("rsyslog.pid").display().to_string();
+    let mut rsyslog = tb.spawn("app", &["rsyslogd", "-n", "-f", &conf_path, "-i", &pid_path]);
+    std::thread::sleep(Duration::from_millis(800));
+
+    let config = demo_config().replace(
+        "      - { type: file, path: /tmp/bulkhead-demo-events.jsonl, format: json }",
+        "      - { type: syslog, transport: udp, address: \"127.0.0.1:5514\", format: cef }\n      - { type: syslog, transport: tcp, address: \"127.0.0.1:5515\", format: text }",
+    );
+    let app = Appliance::start(&tb, &config);
+    assert!(!tb.ping("web", DB, 2), "denied");
+    assert!(!tb.tcp_transfer("web", "api", API, 22, 100), "denied");
+    let out = dir.path().join("out.log");
+    let lines = || std::fs::read_to_string(&out).unwrap_or_default().lines().map(str::to_string).collect::<Vec<_>>();
+    let got = eventually(8, || {
+        let l = lines();
+        l.iter().any(|x| x.contains("CEF:0|") && x.contains("dst=10.10.3.10")) && l.iter().any(|x| !x.contains("CEF:0|") && x.contains("10.10.2.10"))
+    });
+    let report = app.stop();
+    let _ = rsyslog.kill();
+    let _ = rsyslog.wait();
+    assert!(got, "events over UDP (CEF) and TCP (text) arrived:\n{}\n{report}", lines().join("\n"));
+    // Every line is RFC 5424: <PRI>1 TIMESTAMP HOST APP PROCID MSGID [SD] MSG.
+    let re = regex::Regex::new(r#"^<(\d{1,3})>1 (\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?(Z|[+-]\d\d:\d\d)) (\S+) bulkhead (\d+|-) (flow-deny|flow-allow) (\[bulkhead@32473( [a-z0-9_]+="([^"\\\]]|\\.)*")+\]) (.*)$"#).unwrap();
+    for line in lines() {
+        let c = re.captures(&line).unwrap_or_else(|| panic!("not RFC 5424: {line}"));
+        let pri: u32 = c[1].parse().unwrap();
+        let sd = &c[8];
+        if sd.contains("verdict=\"deny\"") {
+            assert_eq!(pri % 8, 4, "deny is severity warning: {line}");
+        }
+        // The traffic the test sent (other lines: e.g. link-local multicast in no segment).
+        if sd.contains(&format!("src=\"{WEB}\"")) {
+            assert!(sd.contains("src_segment=\"web\"") && sd.contains("verdict=\"deny\""), "{line}");
+            assert!(sd.contains("dst_segment=\"db\"") || sd.contains("dst_segment=\"api\""), "{line}");
+        }
+    }
 }

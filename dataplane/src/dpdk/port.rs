@@ -192,11 +192,19 @@ impl Port {
 
     /// The driver's statistics.
     pub fn stats(&self) -> Result<PortStats, DpdkError> {
+        Self::stats_of(self.id)
+    }
+
+    /// The link state, without waiting.
+    pub fn link(&self) -> Result<Link, DpdkError> {
+        Self::link_of(self.id)
+    }
+
+    /// The driver's statistics of port `id` (for threads that do not own the port).
+    pub fn stats_of(id: u16) -> Result<PortStats, DpdkError> {
         let mut s = dpdk_sys::rte_eth_stats::default();
-        // SAFETY: valid port id and out-pointer.
-        check(|| format!("rte_eth_stats_get(port {})", self.id), unsafe {
-            dpdk_sys::rte_eth_stats_get(self.id, &mut s)
-        })?;
+        // SAFETY: any id may be asked about; DPDK checks it and fills the out-pointer.
+        check(|| format!("rte_eth_stats_get(port {id})"), unsafe { dpdk_sys::rte_eth_stats_get(id, &mut s) })?;
         Ok(PortStats {
             rx_packets: s.ipackets,
             tx_packets: s.opackets,
@@ -209,13 +217,12 @@ impl Port {
         })
     }
 
-    /// The link state, without waiting.
-    pub fn link(&self) -> Result<Link, DpdkError> {
+    /// The link state of port `id`, without waiting (for threads that do not own the
+    /// port, such as the management thread).
+    pub fn link_of(id: u16) -> Result<Link, DpdkError> {
         let mut l = dpdk_sys::rte_eth_link::default();
-        // SAFETY: valid port id and out-pointer.
-        check(|| format!("rte_eth_link_get_nowait(port {})", self.id), unsafe {
-            dpdk_sys::rte_eth_link_get_nowait(self.id, &mut l)
-        })?;
+        // SAFETY: any id may be asked about; DPDK checks it and fills the out-pointer.
+        check(|| format!("rte_eth_link_get_nowait(port {id})"), unsafe { dpdk_sys::rte_eth_link_get_nowait(id, &mut l) })?;
         Ok(Link { up: l.link_status() != 0, speed_mbps: l.link_speed, full_duplex: l.link_duplex() != 0 })
     }
 

@@ -43,7 +43,7 @@ pub const MAX_SEGMENTS: usize = 65_000;
 pub const MAX_RULES: usize = 1_000_000;
 
 /// A loaded, validated configuration file.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct Config {
     /// The file name as given, for messages.
     pub file: String,
@@ -55,7 +55,7 @@ pub struct Config {
 }
 
 /// The `appliance:` section, validated.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct ApplianceConfig {
     /// Ports in file order; names are unique, devices are unique.
     pub ports: Vec<PortConfig>,
@@ -78,6 +78,30 @@ pub struct ApplianceConfig {
     pub eal_args: Vec<String>,
     /// Connection tracking (`appliance.conntrack`); `None` when disabled.
     pub conntrack: Option<dataplane::conntrack::Config>,
+    /// Management endpoints (`appliance.management`).
+    pub management: ManagementConfig,
+    /// Security events (`appliance.events`).
+    pub events: EventsConfig,
+}
+
+/// `appliance.management`: where operators reach the running appliance.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ManagementConfig {
+    /// Prometheus `/metrics` listen address (default `127.0.0.1:9464`); `None`: off.
+    pub metrics: Option<std::net::SocketAddr>,
+    /// Control socket path (default: see `control::default_socket_path`); `None`: off.
+    pub control_socket: Option<std::path::PathBuf>,
+    /// Reload the policy when the configuration file changes (default true).
+    pub watch: bool,
+}
+
+/// `appliance.events`: where security events go and how fast.
+#[derive(Clone, Debug, PartialEq)]
+pub struct EventsConfig {
+    /// Sinks; none means events are counted but not written.
+    pub sinks: Vec<crate::events::SinkConfig>,
+    /// Aggregation and rate limit.
+    pub aggregator: crate::events::AggregatorConfig,
 }
 
 impl ApplianceConfig {

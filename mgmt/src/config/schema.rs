@@ -175,7 +175,7 @@ pub struct RawNonIp {
 #[derive(Debug, serde::Deserialize)]
 #[serde(
     deny_unknown_fields,
-    expecting = "a mapping with keys ports, pairs, workers, management_core, mempool, descriptors, hugepages, memory_mb, eal_args, conntrack"
+    expecting = "a mapping with keys ports, pairs, workers, management_core, mempool, descriptors, hugepages, memory_mb, eal_args, conntrack, management, events"
 )]
 pub struct RawAppliance {
     pub ports: Option<Vec<RawPort>>,
@@ -188,6 +188,43 @@ pub struct RawAppliance {
     pub memory_mb: Option<Scalar>,
     pub eal_args: Option<Vec<Scalar>>,
     pub conntrack: Option<RawConntrack>,
+    pub management: Option<RawManagement>,
+    pub events: Option<RawEvents>,
+}
+
+/// `appliance.management`.
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields, expecting = "a mapping with keys metrics, control_socket, watch")]
+pub struct RawManagement {
+    pub metrics: Option<Scalar>,
+    pub control_socket: Option<Scalar>,
+    pub watch: Option<Scalar>,
+}
+
+/// `appliance.events`.
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields, expecting = "a mapping with keys sinks, rate_per_sec, burst, window_ms")]
+pub struct RawEvents {
+    pub sinks: Option<Vec<RawSink>>,
+    pub rate_per_sec: Option<Scalar>,
+    pub burst: Option<Scalar>,
+    pub window_ms: Option<Scalar>,
+}
+
+/// `appliance.events.sinks[i]`.
+#[derive(Debug, serde::Deserialize)]
+#[serde(
+    deny_unknown_fields,
+    expecting = "a sink: a mapping with keys type, path, transport, address, format, facility"
+)]
+pub struct RawSink {
+    #[serde(rename = "type")]
+    pub kind: Scalar,
+    pub path: Option<Scalar>,
+    pub transport: Option<Scalar>,
+    pub address: Option<Scalar>,
+    pub format: Option<Scalar>,
+    pub facility: Option<Scalar>,
 }
 
 /// `appliance.conntrack`.

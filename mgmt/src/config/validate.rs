@@ -15,9 +15,12 @@ use dataplane::policy::spec::{
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 
 use super::error::{FieldError, FieldResult};
-use super::schema::{RawAppliance, RawConntrack, RawFile, RawNonIp, RawRule, RawSegment, Scalar};
+use super::schema::{
+    RawAppliance, RawConntrack, RawEvents, RawFile, RawManagement, RawNonIp, RawRule, RawSegment, Scalar,
+};
 use super::{
-    ApplianceConfig, DescriptorConfig, Device, MempoolConfig, PortConfig, MAX_RULES, MAX_SEGMENTS,
+    ApplianceConfig, DescriptorConfig, Device, EventsConfig, ManagementConfig, MempoolConfig, PortConfig,
+    MAX_RULES, MAX_SEGMENTS,
 };
 
 /// Names that cannot be segment names: `any` is the wildcard of `from`/`to`, `drop` the
@@ -960,6 +963,8 @@ fn appliance(raw: RawAppliance) -> FieldResult<ApplianceConfig> {
         });
     }
     let conntrack = conntrack(raw.conntrack)?;
+    let management = management(raw.management)?;
+    let events = events(raw.events)?;
     Ok(ApplianceConfig {
         ports,
         pairs,
@@ -971,7 +976,110 @@ fn appliance(raw: RawAppliance) -> FieldResult<ApplianceConfig> {
         memory_mb,
         eal_args,
         conntrack,
+        management,
+        events,
     })
+}
+
+/// A string value, or `off`.
+fn string_or_off(s: &Scalar, path: &str, what: &str) -> FieldResult<Option<String>> {
+    let t = name_of(s, path, what)?;
+    Ok(if t == "off" { None } else { Some(t) })
+}
+
+fn management(raw: Option<RawManagement>) -> FieldResult<ManagementConfig> {
+    let mut m = ManagementConfig {
+        metrics: crate::export::http::parse_addr(crate::export::http::DEFAULT_ADDR).ok(),
+        control_socket: Some(crate::control::default_socket_path()),
+        watch: true,
+    };
+    let Some(raw) = raw else { return Ok(m) };
+    if let Some(s) = &raw.metrics {
+        let p = "appliance.management.metrics";
+        m.metrics = match string_or_off(s, p, "an address such as 127.0.0.1:9464, or off")? {
+            None => None,
+            Some(t) => Some(t.parse().map_err(|_| {
+                FieldError::new(p, format!("`{t}` is not an address:port such as 127.0.0.1:9464 (or off)"))
+            })?),
+        };
+    }
+    if let Some(s) = &raw.control_socket {
+        let p = "appliance.management.control_socket";
+        m.control_socket = string_or_off(s, p, "a socket path, or off")?.map(std::path::PathBuf::from);
+    }
+    if let Some(s) = &raw.watch {
+        m.watch = boolean(s, "appliance.management.watch")?;
+    }
+    Ok(m)
+}
+
+fn events(raw: Option<RawEvents>) -> FieldResult<EventsConfig> {
+    use crate::events::{AggregatorConfig, Facility, Format, SinkConfig, SyslogMessage, SyslogOptions, Target};
+    let mut aggregator = AggregatorConfig::default();
+    let Some(raw) = raw else { return Ok(EventsConfig { sinks: Vec::new(), aggregator }) };
+    if let Some(s) = &raw.rate_per_sec {
+        aggregator.rate_per_sec = int(s, "appliance.events.rate_per_sec", "events per second", 1, 1_000_000)? as f64;
+    }
+    if let Some(s) = &raw.burst {
+        aggregator.burst = int(s, "appliance.events.burst", "burst size", 1, 1_000_000)? as u32;
+    }
+    if let Some(s) = &raw.window_ms {
+        let ms = int(s, "appliance.events.window_ms", "window in milliseconds", 10, 3_600_000)?;
+        aggregator.window = std::time::Duration::from_millis(ms as u64);
+    }
+    let mut sinks = Vec::new();
+    for (i, r) in raw.sinks.unwrap_or_default().iter().enumerate() {
+        let base = format!("appliance.events.sinks[{i}]");
+        let kind = name_of(&r.kind, &format!("{base}.type"), "a sink type")?;
+        let word = |s: &Option<Scalar>, key: &str, default: &str| -> FieldResult<String> {
+            match s {
+                None => Ok(default.to_string()),
+                Some(s) => name_of(s, &format!("{base}.{key}"), "a word"),
+            }
+        };
+        let (target, format) = match kind.as_str() {
+            "stdout" | "file" => {
+                let target = if kind == "stdout" {
+                    Target::Stdout
+                } else {
+                    let path = r.path.as_ref().ok_or_else(|| FieldError::new(format!("{base}.path"), "a file sink needs `path`"))?;
+                    Target::File(name_of(path, &format!("{base}.path"), "a file path")?.into())
+                };
+                let format = match word(&r.format, "format", "json")?.as_str() {
+                    "json" => Format::Json,
+                    "cef" => Format::Cef,
+                    other => return Err(FieldError::new(format!("{base}.format"), format!("unknown format `{other}` (expected json or cef)"))),
+                };
+                (target, format)
+            }
+            "syslog" => {
+                let addr_s = r.address.as_ref().ok_or_else(|| FieldError::new(format!("{base}.address"), "a syslog sink needs `address` (e.g. 127.0.0.1:514)"))?;
+                let a = name_of(addr_s, &format!("{base}.address"), "an address")?;
+                let addr: std::net::SocketAddr = a.parse().map_err(|_| FieldError::new(format!("{base}.address"), format!("`{a}` is not an address:port")))?;
+                let target = match word(&r.transport, "transport", "udp")?.as_str() {
+                    "udp" => Target::SyslogUdp(addr),
+                    "tcp" => Target::SyslogTcp(addr),
+                    other => return Err(FieldError::new(format!("{base}.transport"), format!("unknown transport `{other}` (expected udp or tcp)"))),
+                };
+                let mut opts = SyslogOptions::default();
+                opts.message = match word(&r.format, "format", "cef")?.as_str() {
+                    "cef" => SyslogMessage::Cef,
+                    "text" => SyslogMessage::Text,
+                    other => return Err(FieldError::new(format!("{base}.format"), format!("unknown syslog message format `{other}` (expected cef or text)"))),
+                };
+                if let Some(f) = &r.facility {
+                    let f = name_of(f, &format!("{base}.facility"), "a facility")?;
+                    opts.facility = Facility::from_name(&f).map_err(|e| FieldError::new(format!("{base}.facility"), e))?;
+                }
+                (target, Format::Syslog(opts))
+            }
+            other => {
+                return Err(FieldError::new(format!("{base}.type"), format!("unknown sink type `{other}` (expected stdout, file or syslog)")))
+            }
+        };
+        sinks.push(SinkConfig { target, format, capacity: 4096 });
+    }
+    Ok(EventsConfig { sinks, aggregator })
 }
 
 /// Most flows per worker the config accepts (about 74 bytes each).
