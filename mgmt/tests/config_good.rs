@@ -127,6 +127,12 @@ fn a_full_file_loads_to_the_expected_spec() {
         memory_mb: 512,
         eal_args: vec!["--log-level=8".into(), "--file-prefix=bh".into()],
         conntrack: Some(dataplane::conntrack::Config::default()),
+        management: mgmt::config::ManagementConfig {
+            metrics: Some("127.0.0.1:9464".parse().unwrap()),
+            control_socket: Some(mgmt::control::default_socket_path()),
+            watch: true,
+        },
+        events: mgmt::config::EventsConfig { sinks: vec![], aggregator: Default::default() },
     };
     assert_eq!(cfg.appliance, Some(expected_appliance));
     assert_eq!(cfg.appliance.as_ref().unwrap().effective_memory_mb(), 512);

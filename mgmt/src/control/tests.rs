@@ -24,6 +24,9 @@ impl Handler for Mock {
             reloads_ok: 2,
             reloads_error: 1,
             last_reload_error: Some("rules[0].to: unknown segment `apii`".into()),
+            worker_heartbeat_age_secs: vec![0.001],
+            stalled_workers: vec![],
+            links: vec![("west".into(), true, 10_000)],
         }
     }
 
