@@ -39,6 +39,15 @@ fn eal() -> &'static Mutex<Eal> {
     })
 }
 
+/// The one worker lcore: tests that launch on it take turns.
+fn worker_lcore() -> (std::sync::MutexGuard<'static, ()>, u32) {
+    static LCORE: Mutex<()> = Mutex::new(());
+    let guard = LCORE.lock().unwrap_or_else(|e| e.into_inner());
+    let eal = eal().lock().unwrap_or_else(|e| e.into_inner());
+    let lcore = *eal.lcores().iter().find(|&&l| l != eal.main_lcore()).expect("a worker lcore");
+    (guard, lcore)
+}
+
 fn unique(prefix: &str) -> String {
     static N: AtomicUsize = AtomicUsize::new(0);
     format!("{prefix}{}", N.fetch_add(1, Ordering::Relaxed))
@@ -334,11 +343,8 @@ fn worker_runs_on_an_lcore_and_stops_on_request() {
     let start = bed.pool.available();
     let stop = Arc::new(AtomicBool::new(false));
     let (mut worker, counters) = bed.worker(shared(allow_all_policy()), stop.clone());
-    let launched = {
-        let eal = eal().lock().unwrap();
-        let lcore = *eal.lcores().iter().find(|&&l| l != eal.main_lcore()).expect("a worker lcore");
-        dpdk::lcore::launch(lcore, move || worker.run()).expect("launch")
-    };
+    let (_lcore_guard, lcore) = worker_lcore();
+    let launched = dpdk::lcore::launch(lcore, move || worker.run()).expect("launch");
     let frames: Vec<_> = (0..500).map(|i| udp4([10, 1, 0, 1], [10, 2, 0, 1], i, 53, 64)).collect();
     let mut got = Vec::new();
     for chunk in frames.chunks(100) {
@@ -417,5 +423,98 @@ fn conntrack_passes_replies_and_first_fragment_decides() {
     assert_eq!(counters.drops[DropReason::PolicyDeny as usize].get(), 3, "the denied datagram's two fragments");
     assert_eq!(counters.drops[DropReason::FragmentNoFlow as usize].get(), 1, "a later fragment with no first");
     assert!(ct_counters.inserts.get() >= 3 && ct_counters.hits.get() >= 1);
+    assert_eq!(bed.pool.available(), start);
+}
+
+/// web -> api UDP, allowed on the given destination ports, everything else denied.
+fn udp_ports_policy(ports: &[u16], version: u64) -> Policy {
+    let net = |s: &str| s.parse().unwrap();
+    let spec = PolicySpec {
+        segments: vec![
+            SegmentSpec { name: "web".into(), cidrs: vec![net("10.1.0.0/16")], vlans: vec![] },
+            SegmentSpec { name: "api".into(), cidrs: vec![net("10.2.0.0/16")], vlans: vec![] },
+        ],
+        rules: ports
+            .iter()
+            .map(|&p| RuleSpec {
+                name: format!("udp-{p}"),
+                from: SegmentMatch::Segment(0),
+                to: SegmentMatch::Segment(1),
+                protocol: ProtocolMatch::Number(17),
+                dst_ports: vec![PortRange { lo: p, hi: p }],
+                src_ports: vec![],
+                icmp_types: vec![],
+                action: Action::Allow,
+                log: false,
+            })
+            .collect(),
+        default_action: Action::Deny,
+        intra_segment_default: Action::Deny,
+        unmatched: Unmatched::Drop,
+        non_ip: NonIpSpec { allow_arp: true, allow_neighbor_discovery: true, allow_llc: false, allowed_ethertypes: vec![] },
+    };
+    Policy::compile(&spec, version).expect("compile")
+}
+
+#[test]
+fn policy_flips_under_traffic_lose_nothing_both_versions_forward() {
+    let bed = Bed::new(4096);
+    let start = bed.pool.available();
+    let stop = Arc::new(AtomicBool::new(false));
+    let shared = Arc::new(SharedPolicy::new());
+    shared.publish(Arc::new(ActivePolicy::new(udp_ports_policy(&[53, 54], 1), 1)));
+    let (mut worker, counters) = bed.worker(shared.clone(), stop.clone());
+    let (_lcore_guard, lcore) = worker_lcore();
+    let launched = dpdk::lcore::launch(lcore, move || worker.run()).expect("launch");
+    // Version A forwards 53 and 54, version B forwards 53 and 55; neither forwards 56.
+    let flipper = {
+        let shared = shared.clone();
+        std::thread::spawn(move || {
+            for v in 2..=101u64 {
+                let ports: &[u16] = if v % 2 == 0 { &[53, 55] } else { &[53, 54] };
+                shared.publish(Arc::new(ActivePolicy::new(udp_ports_policy(ports, v), 1)));
+                std::thread::sleep(Duration::from_micros(500));
+            }
+        })
+    };
+    let mut sent = [0u64; 4];
+    let mut got = [0u64; 4];
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut batch = 0u16;
+    while !flipper.is_finished() || batch < 20 {
+        assert!(Instant::now() < deadline, "traffic loop overran");
+        let frames: Vec<Vec<u8>> = (0..64u16).map(|i| udp4([10, 1, 0, 1], [10, 2, 0, 1], batch.wrapping_mul(64).wrapping_add(i), 53 + (i % 4), 16)).collect();
+        inject(&bed.west.b, &bed.pool, &frames);
+        for i in 0..64 {
+            sent[i % 4] += 1;
+        }
+        batch = batch.wrapping_add(1);
+        std::thread::sleep(Duration::from_micros(200));
+        for f in collect(&bed.east.b) {
+            let dport = u16::from_be_bytes([f[36], f[37]]);
+            got[usize::from(dport - 53)] += 1;
+        }
+    }
+    flipper.join().unwrap();
+    // Let the worker drain what is in flight, then stop it.
+    let total: u64 = sent.iter().sum();
+    let settled = Instant::now() + Duration::from_secs(5);
+    while counters.ports[0].rx_packets.get() < total && Instant::now() < settled {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    stop.store(true, Ordering::Relaxed);
+    assert_eq!(launched.wait(), 0);
+    for f in collect(&bed.east.b) {
+        got[usize::from(u16::from_be_bytes([f[36], f[37]]) - 53)] += 1;
+    }
+    assert_eq!(counters.ports[0].rx_packets.get(), total, "every injected packet was received");
+    assert_eq!(got[0], sent[0], "port 53, forwarded by both versions: nothing lost");
+    assert_eq!(got[3], 0, "port 56, forwarded by neither version: nothing through");
+    assert!(got[1] <= sent[1] && got[2] <= sent[2]);
+    assert!(got[1] > 0 && got[2] > 0, "both versions were in force at some point: {got:?} of {sent:?}");
+    let denied = counters.drops[DropReason::PolicyDeny as usize].get();
+    assert_eq!(got.iter().sum::<u64>() + denied, total, "each packet forwarded or denied by one of the versions");
+    assert_eq!(counters.total_drops(), denied, "no other drop reason");
+    assert_eq!(counters.policy_version.get(), 101, "the last version is in force");
     assert_eq!(bed.pool.available(), start);
 }
