@@ -14,7 +14,7 @@ use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use dataplane::conntrack::{Config, Conntrack};
 use dataplane::counters::ConntrackCounters;
 use dataplane::packet::{proto, tcp_flags, Fragment, PacketMeta, L4, ETHERTYPE_IPV4};
-use dataplane::policy::{Decision, Verdict, Why};
+use dataplane::policy::{Decision, Mode, Verdict, Why};
 
 const FLOWS: usize = 1_000_000;
 const BATCH: usize = 4096;
@@ -41,7 +41,7 @@ fn syn(i: u32, reply: bool) -> PacketMeta {
 }
 
 fn allow(_: &PacketMeta) -> Decision {
-    Decision { verdict: Verdict::Allow, why: Why::Rule(1), src_segment: Some(1), dst_segment: Some(2), log: false }
+    Decision { verdict: Verdict::Allow, why: Why::Rule(1), src_segment: Some(1), dst_segment: Some(2), log: false, mode: Mode::Protect, overridden: false }
 }
 
 fn table() -> Conntrack {

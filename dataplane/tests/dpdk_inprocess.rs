@@ -13,7 +13,7 @@ use dataplane::conntrack::{self, Conntrack};
 use dataplane::counters::{ConntrackCounters, DropReason, WorkerCounters};
 use dataplane::dpdk::{self, Eal, Mbuf, MbufBurst, Mempool, Port, PortSetup, VirtualCable};
 use dataplane::policy::{
-    Action, NonIpSpec, Policy, PolicySpec, PortRange, ProtocolMatch, RuleSpec, SegmentMatch, SegmentSpec, Unmatched,
+    Action, Mode, NonIpSpec, Policy, PolicySpec, PortRange, ProtocolMatch, RuleSpec, SegmentMatch, SegmentSpec, Unmatched,
 };
 use dataplane::worker::{ActivePolicy, Path, SharedPolicy, Worker};
 
@@ -196,9 +196,9 @@ fn segmented_policy() -> Policy {
     };
     let spec = PolicySpec {
         segments: vec![
-            SegmentSpec { name: "web".into(), cidrs: vec![net("10.1.0.0/16")], vlans: vec![] },
-            SegmentSpec { name: "api".into(), cidrs: vec![net("10.2.0.0/16")], vlans: vec![] },
-            SegmentSpec { name: "outside".into(), cidrs: vec![], vlans: vec![] },
+            SegmentSpec { name: "web".into(), cidrs: vec![net("10.1.0.0/16")], vlans: vec![], mode: Mode::Protect },
+            SegmentSpec { name: "api".into(), cidrs: vec![net("10.2.0.0/16")], vlans: vec![], mode: Mode::Protect },
+            SegmentSpec { name: "outside".into(), cidrs: vec![], vlans: vec![], mode: Mode::Protect },
         ],
         rules: vec![rule("web-to-api-dns", 17, 53), rule("web-to-api-http", 6, 8080)],
         default_action: Action::Deny,
@@ -211,7 +211,7 @@ fn segmented_policy() -> Policy {
 
 fn allow_all_policy() -> Policy {
     let spec = PolicySpec {
-        segments: vec![SegmentSpec { name: "all".into(), cidrs: vec!["0.0.0.0/0".parse().unwrap(), "::/0".parse().unwrap()], vlans: vec![] }],
+        segments: vec![SegmentSpec { name: "all".into(), cidrs: vec!["0.0.0.0/0".parse().unwrap(), "::/0".parse().unwrap()], vlans: vec![], mode: Mode::Protect }],
         rules: vec![],
         default_action: Action::Allow,
         intra_segment_default: Action::Allow,
@@ -431,8 +431,8 @@ fn udp_ports_policy(ports: &[u16], version: u64) -> Policy {
     let net = |s: &str| s.parse().unwrap();
     let spec = PolicySpec {
         segments: vec![
-            SegmentSpec { name: "web".into(), cidrs: vec![net("10.1.0.0/16")], vlans: vec![] },
-            SegmentSpec { name: "api".into(), cidrs: vec![net("10.2.0.0/16")], vlans: vec![] },
+            SegmentSpec { name: "web".into(), cidrs: vec![net("10.1.0.0/16")], vlans: vec![], mode: Mode::Protect },
+            SegmentSpec { name: "api".into(), cidrs: vec![net("10.2.0.0/16")], vlans: vec![], mode: Mode::Protect },
         ],
         rules: ports
             .iter()

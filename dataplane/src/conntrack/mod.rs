@@ -83,7 +83,7 @@ use std::sync::Arc;
 
 use crate::counters::{ConntrackCounters, DropReason};
 use crate::packet::{icmp, proto, tcp_flags, Fragment, PacketMeta, L4};
-use crate::policy::{Decision, Verdict, Why};
+use crate::policy::{Decision, Mode, Verdict, Why};
 
 mod frag;
 mod key;
@@ -697,6 +697,12 @@ const WHY_MASK: u8 = 0x07;
 const LOG: u8 = 0x08;
 const SRC_SEG: u8 = 0x10;
 const DST_SEG: u8 = 0x20;
+/// The policy denied the flow's first packet; its segments' mode forwarded it.
+const OVERRIDDEN: u8 = 0x40;
+/// The flow's segments are in discover mode. With OVERRIDDEN this restores the mode of a
+/// cached decision except "monitor, not overridden", which reads back as protect: only
+/// fresh decisions raise events and observations, so nothing depends on it.
+const DISCOVER: u8 = 0x80;
 
 /// Stores an allowed decision in a flow's `rule`, `src_seg`, `dst_seg` and `why`.
 fn pack_decision(mut f: Flow, d: &Decision) -> Flow {
@@ -713,7 +719,9 @@ fn pack_decision(mut f: Flow, d: &Decision) -> Flow {
     f.why = why
         | if d.log { LOG } else { 0 }
         | if d.src_segment.is_some() { SRC_SEG } else { 0 }
-        | if d.dst_segment.is_some() { DST_SEG } else { 0 };
+        | if d.dst_segment.is_some() { DST_SEG } else { 0 }
+        | if d.overridden { OVERRIDDEN } else { 0 }
+        | if d.mode == Mode::Discover { DISCOVER } else { 0 };
     f.src_seg = d.src_segment.unwrap_or(0);
     f.dst_seg = d.dst_segment.unwrap_or(0);
     f
@@ -735,5 +743,13 @@ fn unpack_decision(f: &Flow) -> Decision {
         src_segment: (f.why & SRC_SEG != 0).then_some(f.src_seg),
         dst_segment: (f.why & DST_SEG != 0).then_some(f.dst_seg),
         log: f.why & LOG != 0,
+        mode: if f.why & DISCOVER != 0 {
+            Mode::Discover
+        } else if f.why & OVERRIDDEN != 0 {
+            Mode::Monitor
+        } else {
+            Mode::Protect
+        },
+        overridden: f.why & OVERRIDDEN != 0,
     }
 }

@@ -54,6 +54,8 @@ fn allow(rule: u32) -> Decision {
         src_segment: Some(1),
         dst_segment: Some(2),
         log: rule & 1 == 0,
+        mode: Mode::Protect,
+        overridden: false,
     }
 }
 
@@ -64,6 +66,8 @@ fn deny() -> Decision {
         src_segment: Some(2),
         dst_segment: Some(1),
         log: false,
+        mode: Mode::Protect,
+        overridden: false,
     }
 }
 

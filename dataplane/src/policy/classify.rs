@@ -4,7 +4,7 @@
 
 use super::compile::{CompiledRule, RuleIndex, Span, PROTO_ANY};
 use super::lpm::Entry;
-use super::spec::{SegmentId, Unmatched};
+use super::spec::{Mode, SegmentId, Unmatched};
 use super::{Decision, Policy, Verdict, Why};
 use crate::counters::DropReason;
 use crate::packet::proto;
@@ -66,6 +66,8 @@ fn decide(p: &Policy, meta: &PacketMeta, src: Entry, dst: Entry) -> Decision {
         src_segment,
         dst_segment,
         log: false,
+        mode: Mode::Protect,
+        overridden: false,
     };
 
     if p.non_ip.allow_nd && meta.proto == proto::ICMPV6 {

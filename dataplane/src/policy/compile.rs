@@ -7,6 +7,7 @@ use ipnet::IpNet;
 
 use super::lpm::{key_v4, key_v6, Entry, Trie};
 use super::spec::{
+    Mode,
     PolicySpec, PortRange, ProtocolMatch, RuleId, SegmentId, SegmentMatch, Unmatched,
 };
 use super::{Action, CompileError, Policy};
@@ -185,6 +186,8 @@ pub(super) fn compile(spec: &PolicySpec, version: u64) -> Result<Policy, Compile
         default_action: spec.default_action,
         intra_segment_default: spec.intra_segment_default,
         unmatched: spec.unmatched,
+        modes: spec.segments.iter().map(|s| s.mode).collect(),
+        all_protect: spec.segments.iter().all(|s| s.mode == Mode::Protect),
     })
 }
 

@@ -73,7 +73,7 @@ pub mod synth;
 mod tests;
 
 pub use spec::{
-    Action, NonIpSpec, PolicySpec, PortRange, ProtocolMatch, RuleId, RuleSpec, SegmentId,
+    Action, Mode, NonIpSpec, PolicySpec, PortRange, ProtocolMatch, RuleId, RuleSpec, SegmentId,
     SegmentMatch, SegmentSpec, Unmatched,
 };
 
@@ -134,6 +134,11 @@ pub struct Decision {
     pub dst_segment: Option<SegmentId>,
     /// Whether the decision raises a security event (the matching rule's `log`).
     pub log: bool,
+    /// How the packet is enforced: the strictest mode of its two segments (protect for
+    /// non-IP frames and addresses in no segment).
+    pub mode: Mode,
+    /// The policy denied the packet, but its mode (monitor or discover) forwarded it.
+    pub overridden: bool,
 }
 
 impl Decision {
@@ -153,7 +158,25 @@ impl Decision {
             src_segment: None,
             dst_segment: None,
             log: false,
+            mode: Mode::Protect,
+            overridden: false,
         }
+    }
+
+    /// Applies the modes of the packet's segments (`mode_of` gives a segment's mode):
+    /// under monitor or discover, a policy denial is forwarded and marked `overridden`.
+    #[inline]
+    pub(crate) fn with_modes(mut self, mode_of: impl Fn(SegmentId) -> Mode) -> Decision {
+        let mode = match (self.src_segment, self.dst_segment) {
+            (Some(s), Some(d)) => mode_of(s).max(mode_of(d)),
+            _ => Mode::Protect,
+        };
+        self.mode = mode;
+        if mode != Mode::Protect && self.verdict == Verdict::Deny(DropReason::PolicyDeny) {
+            self.verdict = Verdict::Allow;
+            self.overridden = true;
+        }
+        self
     }
 }
 
@@ -263,6 +286,10 @@ pub struct Policy {
     default_action: Action,
     intra_segment_default: Action,
     unmatched: Unmatched,
+    /// Mode per segment id.
+    modes: Box<[Mode]>,
+    /// Whether every segment is in protect mode (decisions need no mode pass).
+    all_protect: bool,
 }
 
 impl Policy {
@@ -324,15 +351,30 @@ impl Policy {
     /// no lock, no panic.
     #[inline]
     pub fn classify(&self, meta: &PacketMeta) -> Decision {
-        classify::classify(self, meta)
+        self.apply_modes(classify::classify(self, meta))
+    }
+
+    /// The segment modes applied to a decision (nothing to do when every segment
+    /// protects, the common case).
+    #[inline(always)]
+    fn apply_modes(&self, d: Decision) -> Decision {
+        if self.all_protect {
+            return d;
+        }
+        d.with_modes(|s| self.modes.get(usize::from(s)).copied().unwrap_or_default())
+    }
+
+    /// A segment's mode.
+    pub fn segment_mode(&self, id: SegmentId) -> Option<Mode> {
+        self.modes.get(usize::from(id)).copied()
     }
 
     /// Decides a burst: `f(i, decision)` for each `metas[i]`, in order. Same decisions
     /// as [`Policy::classify`], faster per packet: the address lookups of up to 32
     /// packets run back to back, so their memory accesses overlap. No allocation.
     #[inline]
-    pub fn classify_burst(&self, metas: &[PacketMeta], f: impl FnMut(usize, Decision)) {
-        classify::classify_burst(self, metas, f)
+    pub fn classify_burst(&self, metas: &[PacketMeta], mut f: impl FnMut(usize, Decision)) {
+        classify::classify_burst(self, metas, |i, d| f(i, self.apply_modes(d)))
     }
 }
 

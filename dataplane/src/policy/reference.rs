@@ -8,7 +8,7 @@ use std::net::IpAddr;
 use super::spec::{
     Action, PolicySpec, ProtocolMatch, RuleSpec, SegmentId, SegmentMatch, Unmatched,
 };
-use super::{Decision, Verdict, Why};
+use super::{Decision, Mode, Verdict, Why};
 use crate::counters::DropReason;
 use crate::packet::{proto, PacketMeta, ETHERTYPE_ARP, L4};
 
@@ -34,6 +34,8 @@ pub fn classify(spec: &PolicySpec, meta: &PacketMeta) -> Decision {
             src_segment: None,
             dst_segment: None,
             log: false,
+            mode: Mode::Protect,
+            overridden: false,
         };
     };
 
@@ -41,12 +43,17 @@ pub fn classify(spec: &PolicySpec, meta: &PacketMeta) -> Decision {
     let vlan = meta.vlan();
     let src_segment = resolve(spec, src, vlan);
     let dst_segment = resolve(spec, dst, vlan);
-    let decision = |verdict, why, log| Decision {
-        verdict,
-        why,
-        src_segment,
-        dst_segment,
-        log,
+    // 6. Modes: the strictest of the two segments'; soft modes forward policy denials.
+    let mode_of = |s: Option<SegmentId>| s.and_then(|s| spec.segments.get(usize::from(s))).map(|x| x.mode);
+    let mode = match (mode_of(src_segment), mode_of(dst_segment)) {
+        (Some(Mode::Protect), _) | (_, Some(Mode::Protect)) | (None, _) | (_, None) => Mode::Protect,
+        (Some(Mode::Monitor), _) | (_, Some(Mode::Monitor)) => Mode::Monitor,
+        _ => Mode::Discover,
+    };
+    let decision = |verdict: Verdict, why, log| {
+        let overridden = mode != Mode::Protect && verdict == Verdict::Deny(DropReason::PolicyDeny);
+        let verdict = if overridden { Verdict::Allow } else { verdict };
+        Decision { verdict, why, src_segment, dst_segment, log, mode, overridden }
     };
 
     // 3. Neighbour discovery.

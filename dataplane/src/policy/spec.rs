@@ -21,6 +21,19 @@ pub enum Action {
     Deny,
 }
 
+/// How a segment's traffic is enforced.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Mode {
+    /// Record what is observed and forward everything the policy would deny (for
+    /// `bulkhead learn`).
+    Discover,
+    /// Forward what the policy would deny, and report it as a security event.
+    Monitor,
+    /// Enforce: drop what the policy denies (the default).
+    #[default]
+    Protect,
+}
+
 /// One segment: a named group of container subnets.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SegmentSpec {
@@ -31,6 +44,8 @@ pub struct SegmentSpec {
     pub cidrs: Vec<IpNet>,
     /// VLAN ids this segment is restricted to; empty means any VLAN and untagged.
     pub vlans: Vec<u16>,
+    /// How its traffic is enforced.
+    pub mode: Mode,
 }
 
 /// The `from` or `to` side of a rule.

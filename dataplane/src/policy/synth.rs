@@ -7,7 +7,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 
 use super::spec::{
-    Action, NonIpSpec, PolicySpec, PortRange, ProtocolMatch, RuleSpec, SegmentMatch, SegmentSpec,
+    Action, Mode, NonIpSpec, PolicySpec, PortRange, ProtocolMatch, RuleSpec, SegmentMatch, SegmentSpec,
     Unmatched,
 };
 use crate::packet::{
@@ -89,6 +89,8 @@ pub struct Params {
     pub any_side: f64,
     /// Drop unmatched addresses instead of mapping them to segment 0.
     pub unmatched_drop: bool,
+    /// Probability that a segment is in monitor or discover mode instead of protect.
+    pub soft_mode: f64,
 }
 
 impl Params {
@@ -107,6 +109,7 @@ impl Params {
             rules: 1000,
             any_side: 0.08,
             unmatched_drop: false,
+            soft_mode: 0.0,
         }
     }
 }
@@ -195,8 +198,14 @@ pub fn policy(seed: u64, p: &Params) -> PolicySpec {
             name: format!("seg{i}"),
             cidrs: Vec::new(),
             vlans: Vec::new(),
+            mode: Mode::Protect,
         })
         .collect();
+    for seg in segments.iter_mut() {
+        if rng.chance(p.soft_mode) {
+            seg.mode = if rng.chance(0.5) { Mode::Monitor } else { Mode::Discover };
+        }
+    }
     for seg in segments.iter_mut().skip(1) {
         if !p.vlans.is_empty() && rng.chance(p.vlan_segment) {
             seg.vlans.push(rng.pick(&p.vlans, 1));

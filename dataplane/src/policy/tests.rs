@@ -22,6 +22,7 @@ fn seg(name: &str, cidrs: &[&str], vlans: &[u16]) -> SegmentSpec {
         name: name.into(),
         cidrs: cidrs.iter().map(|c| net(c)).collect(),
         vlans: vlans.to_vec(),
+        mode: Mode::Protect,
     }
 }
 
@@ -450,6 +451,7 @@ fn params() -> impl Strategy<Value = synth::Params> {
                 rules,
                 any_side,
                 unmatched_drop: drop,
+                soft_mode: 0.2,
             },
         )
 }
@@ -494,6 +496,7 @@ proptest! {
             rules: 0,
             any_side: 0.0,
             unmatched_drop: true,
+            soft_mode: 0.0,
         };
         let s = synth::policy(seed, &p);
         let policy = Policy::compile(&s, 0).expect("compiles");
