@@ -22,7 +22,7 @@ use crate::conntrack::Conntrack;
 use crate::counters::{DropReason, PolicyCounters, WorkerCounters};
 use crate::dpdk::{self, MbufBurst, RxQueue, TxQueue};
 use crate::packet::{self, PacketMeta};
-use crate::policy::{Decision, Policy, Verdict, Why};
+use crate::policy::{Decision, Mode, Policy, Verdict, Why};
 
 /// How long a partly filled tx burst may wait for more packets, in microseconds.
 pub const DRAIN_INTERVAL_US: u64 = 100;
@@ -174,10 +174,14 @@ pub struct FlowEvent {
     pub len: u32,
 }
 
-/// Whether a fresh decision is reported as a security event.
+/// Whether a fresh decision goes to the management thread: a security event (a denial,
+/// a rule with `log: true`, a monitor-mode violation) or a discover-mode observation.
 #[inline]
 fn is_event(decision: &Decision) -> bool {
-    decision.log || matches!(decision.verdict, Verdict::Deny(DropReason::PolicyDeny | DropReason::UnknownAddress))
+    decision.log
+        || decision.overridden
+        || decision.mode == Mode::Discover
+        || matches!(decision.verdict, Verdict::Deny(DropReason::PolicyDeny | DropReason::UnknownAddress))
 }
 
 /// One direction of a port pair, as one worker serves it.

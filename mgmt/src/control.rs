@@ -45,6 +45,8 @@ pub enum Request {
     Stats,
     /// Reload the policy from its file; the running one is kept if the new one is bad.
     Reload,
+    /// The policy learned from discover-mode segments, as YAML.
+    Learn,
 }
 
 /// The answer to `status`.
@@ -106,6 +108,8 @@ pub trait Handler: Send + Sync {
     /// Reloads the policy; `Err` with the reason it was refused (the running policy
     /// stays in force).
     fn reload(&self) -> Result<ReloadOutcome, String>;
+    /// The policy learned from what discover-mode segments observed, as YAML.
+    fn learn(&self) -> Result<String, String>;
 }
 
 /// A control-socket failure, as one line for the operator.
@@ -249,6 +253,7 @@ pub fn answer(line: &str, handler: &dyn Handler) -> String {
         Ok(Request::Status) => serde_json::to_value(handler.status()).map_err(|e| e.to_string()),
         Ok(Request::Stats) => serde_json::to_value(handler.stats()).map_err(|e| e.to_string()),
         Ok(Request::Reload) => handler.reload().and_then(|r| serde_json::to_value(r).map_err(|e| e.to_string())),
+        Ok(Request::Learn) => handler.learn().map(serde_json::Value::String),
     };
     let value = match reply {
         Ok(result) => serde_json::json!({ "ok": true, "result": result }),
@@ -436,6 +441,37 @@ pub fn reload_command(socket: &Path, out: &mut dyn Write, err: &mut dyn Write) -
         },
         Ok(Err(reason)) => {
             let _ = writeln!(err, "bulkhead: reload refused, the running policy is kept: {reason}");
+            1
+        }
+        Err(e) => {
+            let _ = writeln!(err, "bulkhead: {e}");
+            2
+        }
+    }
+}
+
+/// `bulkhead learn --out FILE`: writes the policy learned from discover-mode segments.
+/// Exit code 0, 1 when the appliance refused, 2 when it cannot be reached or the file
+/// cannot be written.
+pub fn learn_command(socket: &Path, out_file: &Path, out: &mut dyn Write, err: &mut dyn Write) -> i32 {
+    match exchange(socket, Request::Learn) {
+        Ok(Ok(serde_json::Value::String(yaml))) => match std::fs::write(out_file, &yaml) {
+            Ok(()) => {
+                let rules = yaml.matches("\n  - name: learned-").count();
+                let _ = writeln!(out, "wrote {} ({rules} learned rules); review it, then `bulkhead check` it", out_file.display());
+                0
+            }
+            Err(e) => {
+                let _ = writeln!(err, "bulkhead: cannot write {}: {e}", out_file.display());
+                2
+            }
+        },
+        Ok(Ok(other)) => {
+            let _ = writeln!(err, "bulkhead: unexpected answer to learn: {other}");
+            2
+        }
+        Ok(Err(reason)) => {
+            let _ = writeln!(err, "bulkhead: learn refused: {reason}");
             1
         }
         Err(e) => {

@@ -11,6 +11,7 @@ pub mod control;
 pub mod events;
 pub mod export;
 pub mod explain;
+pub mod learn;
 pub mod lint;
 pub mod run;
 pub mod stats;

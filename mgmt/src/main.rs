@@ -57,6 +57,16 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Write the policy learned from discover-mode segments: one allow rule per kind of
+    /// traffic observed, to review and load before switching them to protect.
+    Learn {
+        /// Where to write the policy YAML.
+        #[arg(long, value_name = "FILE")]
+        out: PathBuf,
+        /// The control socket (default as for `status`).
+        #[arg(long, value_name = "PATH")]
+        socket: Option<PathBuf>,
+    },
     /// Make a running appliance reload its policy file. Exit 0 when the new policy is in
     /// force, 1 when it was refused (the running one is kept), 2 when unreachable.
     Reload {
@@ -113,6 +123,12 @@ fn main() -> ExitCode {
         Command::Stats { socket, json } => exit(control::stats_command(
             &socket_or_default(socket),
             json,
+            &mut std::io::stdout(),
+            &mut std::io::stderr(),
+        )),
+        Command::Learn { out, socket } => exit(control::learn_command(
+            &socket_or_default(socket),
+            &out,
             &mut std::io::stdout(),
             &mut std::io::stderr(),
         )),

@@ -20,13 +20,14 @@ use dataplane::conntrack::Conntrack;
 use dataplane::counters::{ConntrackCounters, WorkerCounters};
 use dataplane::dpdk::{self, Eal, Mempool, Port, PortSetup};
 use dataplane::packet::L4;
-use dataplane::policy::Policy;
+use dataplane::policy::{Mode, Policy};
 use dataplane::worker::{ActivePolicy, FlowEvent, Path as WorkerPath, SharedPolicy, Worker};
 
 use crate::config::{ApplianceConfig, Config, Device};
 use crate::control::{ControlServer, Handler, ReloadOutcome, Status, STALLED_AFTER_SECS};
 use crate::events::{Aggregator, Event, EventSink, EventVerdict};
 use crate::export::{http::MetricsServer, policy_digest, prometheus};
+use crate::learn::{learned_policy, policy_yaml, Observation};
 use crate::stats::{heartbeat_ages, ConntrackSnapshot, PolicyTotals, Snapshot};
 
 /// Options of `bulkhead run` beyond the config file.
@@ -250,6 +251,7 @@ fn run_with_eal(eal: &Eal, start: Start, options: &RunOptions) -> Result<Snapsho
         shared,
         state: Mutex::new(PolicyState { version: 1, sha256: digest, ..PolicyState::default() }),
         event_stats: Mutex::new(EventStats::default()),
+        observations: Mutex::new(Default::default()),
     });
 
     // Management endpoints: refuse to start rather than run without what was asked for.
@@ -355,6 +357,8 @@ pub struct Runtime {
     shared: Arc<SharedPolicy>,
     state: Mutex<PolicyState>,
     event_stats: Mutex<EventStats>,
+    /// What discover-mode segments have seen (for `bulkhead learn`).
+    observations: Mutex<std::collections::BTreeSet<Observation>>,
 }
 
 /// The policy's history, changed only by reloads (one at a time, under the lock).
@@ -506,6 +510,41 @@ impl Runtime {
         }
     }
 
+    /// Takes one report of a worker: a discover-mode observation is recorded for
+    /// `learn`; a security event (denial, `log: true`, monitor violation) goes to the
+    /// aggregator.
+    fn take_report(&self, ev: &FlowEvent, aggregator: &mut Aggregator) {
+        let d = &ev.decision;
+        if d.mode == Mode::Discover {
+            if let Some(active) = self.shared.current().filter(|a| a.version() == ev.policy_version) {
+                if let Some(o) = Observation::of(active.policy(), &ev.meta, d) {
+                    lock(&self.observations).insert(o);
+                }
+            }
+        }
+        let violation = d.overridden && d.mode == Mode::Monitor;
+        if d.log || violation || !d.verdict.is_allow() {
+            let mut event = self.event(ev);
+            if violation {
+                event.reason = "monitor_violation".into();
+            }
+            aggregator.record(event);
+        }
+    }
+
+    /// The policy learned from discover-mode observations, as YAML.
+    fn learned(&self) -> Result<String, String> {
+        let active = self.shared.current().ok_or("no policy is loaded")?;
+        let observed = lock(&self.observations).clone();
+        let spec = learned_policy(active.policy().spec(), &observed);
+        Ok(format!(
+            "# Learned by bulkhead from {} observations in discover-mode segments ({}).\n# Review, `bulkhead check`, then switch the segments to `mode: protect`.\n{}",
+            observed.len(),
+            self.file,
+            policy_yaml(&spec)
+        ))
+    }
+
     /// The security event for a worker's observation, named with the policy that decided.
     fn event(&self, ev: &FlowEvent) -> Event {
         let (src, dst) = ev.meta.addrs.unwrap_or((std::net::Ipv4Addr::UNSPECIFIED.into(), std::net::Ipv4Addr::UNSPECIFIED.into()));
@@ -566,6 +605,10 @@ impl Handler for RuntimeHandler {
     fn reload(&self) -> Result<ReloadOutcome, String> {
         self.0.reload("control socket")
     }
+
+    fn learn(&self) -> Result<String, String> {
+        self.0.learned()
+    }
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -599,9 +642,9 @@ fn management_loop(
     while !stop.load(Ordering::Relaxed) {
         // Wait for events, at most one tick; then take what else is queued (bounded).
         if let Ok(ev) = events.recv_timeout(Duration::from_millis(50)) {
-            aggregator.record(rt.event(&ev));
+            rt.take_report(&ev, &mut aggregator);
             for ev in events.try_iter().take(EVENT_CHANNEL_CAPACITY) {
-                aggregator.record(rt.event(&ev));
+                rt.take_report(&ev, &mut aggregator);
             }
         }
         emit(aggregator.poll(Instant::now()));
@@ -634,7 +677,7 @@ fn management_loop(
         }
     }
     for ev in events.try_iter() {
-        aggregator.record(rt.event(&ev));
+        rt.take_report(&ev, &mut aggregator);
     }
     emit(aggregator.flush(Instant::now()));
     for s in sinks {

@@ -29,6 +29,7 @@ fn a_full_file_loads_to_the_expected_spec() {
         name: name.to_string(),
         cidrs: cidrs.iter().map(|c| net(c)).collect(),
         vlans: vlans.to_vec(),
+        mode: dataplane::policy::Mode::Protect,
     };
     let expected = PolicySpec {
         segments: vec![

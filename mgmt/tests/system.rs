@@ -503,3 +503,41 @@ input(type="imtcp" address="127.0.0.1" port="5515" ruleset="bh")
         }
     }
 }
+
+#[test]
+fn monitor_and_discover_modes_and_learn() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let tb = Testbed::up();
+    // web monitors; ops and db discover; api protects.
+    let config = demo_with(&[
+        ("  - name: web\n    cidrs: [10.10.1.0/24, \"fd10:0:1::/48\"]\n", "  - name: web\n    cidrs: [10.10.1.0/24, \"fd10:0:1::/48\"]\n    mode: monitor\n"),
+        ("  - name: db\n    cidrs: [10.10.3.0/24, \"fd10:0:3::/48\"]\n", "  - name: db\n    cidrs: [10.10.3.0/24, \"fd10:0:3::/48\"]\n    mode: discover\n"),
+        ("  - name: ops\n    cidrs: [10.10.4.0/24, \"fd10:0:4::/48\"]\n", "  - name: ops\n    cidrs: [10.10.4.0/24, \"fd10:0:4::/48\"]\n    mode: discover\n"),
+    ]);
+    let app = Appliance::start(&tb, &config);
+
+    // Monitor: web -> db is denied by the rules, forwarded, and reported.
+    assert!(tb.ping("web", DB, 2), "monitor mode forwards what the policy denies");
+    assert!(
+        eventually(5, || app.events().iter().any(|e| e["reason"] == "monitor_violation" && e["dst_segment"] == "db")),
+        "a monitor violation event: {:?}",
+        app.events()
+    );
+    // Protect still protects: api's segment enforces.
+    assert!(!tb.tcp_transfer("web", "api", API, 22, 100), "api is in protect mode");
+
+    // Discover: ops -> db traffic passes, allowed by a rule or not, and is recorded.
+    assert!(tb.tcp_transfer("ops", "db", DB, 5432, 4096), "ops -> db tcp/5432");
+    assert!(tb.udp_exchange("ops", "db", DB, 53, 5353, 32), "ops -> db udp/53 (no rule; discover forwards)");
+
+    let learned = app.dir.path().join("learned.yaml");
+    let (code, out) = app.cli(&["learn", "--out", learned.to_str().unwrap()]);
+    assert_eq!(code, 0, "learn: {out}");
+    let text = std::fs::read_to_string(&learned).unwrap();
+    let mut names: Vec<&str> = text.lines().filter_map(|l| l.trim().strip_prefix("- name: learned-")).collect();
+    names.sort();
+    assert_eq!(names, vec!["ops-to-db-tcp-5432", "ops-to-db-udp-53"], "exactly what was observed:\n{text}");
+    let check = Command::new(env!("CARGO_BIN_EXE_bulkhead")).arg("check").arg(&learned).output().unwrap();
+    assert!(check.status.success(), "bulkhead check accepts the learned policy: {}", String::from_utf8_lossy(&check.stderr));
+    app.stop();
+}

@@ -132,12 +132,13 @@ impl RawFile {
 #[derive(Debug, serde::Deserialize)]
 #[serde(
     deny_unknown_fields,
-    expecting = "a segment: a mapping with keys name, cidrs, vlans"
+    expecting = "a segment: a mapping with keys name, cidrs, vlans, mode"
 )]
 pub struct RawSegment {
     pub name: Scalar,
     pub cidrs: Option<Vec<Scalar>>,
     pub vlans: Option<Vec<Scalar>>,
+    pub mode: Option<Scalar>,
 }
 
 /// `rules[i]`.

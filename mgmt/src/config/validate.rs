@@ -9,6 +9,7 @@ use std::net::IpAddr;
 use dataplane::conntrack as ct;
 use dataplane::packet::proto;
 use dataplane::policy::spec::{
+    Mode,
     Action, NonIpSpec, PolicySpec, PortRange, ProtocolMatch, RuleSpec, SegmentId, SegmentMatch,
     SegmentSpec, Unmatched,
 };
@@ -294,7 +295,21 @@ fn segments(raw: Vec<RawSegment>) -> FieldResult<Vec<SegmentSpec>> {
             by_prefix.entry(net).or_default().push((i, k));
             cidrs.push(net);
         }
-        out.push(SegmentSpec { name, cidrs, vlans });
+        let mode = match &seg.mode {
+            None => Mode::Protect,
+            Some(m) => {
+                let p = format!("{base}.mode");
+                match name_of(m, &p, "a mode")?.as_str() {
+                    "protect" => Mode::Protect,
+                    "monitor" => Mode::Monitor,
+                    "discover" => Mode::Discover,
+                    other => {
+                        return Err(FieldError::new(p, format!("unknown mode `{other}` (expected protect, monitor or discover)")))
+                    }
+                }
+            }
+        };
+        out.push(SegmentSpec { name, cidrs, vlans, mode });
     }
     Ok(out)
 }

@@ -56,6 +56,10 @@ impl Handler for Mock {
             Err("policy.yaml: rules[2].from: unknown segment `wbe`".into())
         }
     }
+
+    fn learn(&self) -> Result<String, String> {
+        Ok("segments: []\n".into())
+    }
 }
 
 struct Running {
