@@ -16,7 +16,7 @@ use dataplane::packet::{proto, Fragment, PacketMeta, ETHERTYPE_IPV4, ETHERTYPE_I
 use dataplane::policy::spec::{
     Action, PolicySpec, ProtocolMatch, RuleSpec, SegmentId, SegmentMatch, Unmatched,
 };
-use dataplane::policy::{Decision, Policy, Verdict, Why};
+use dataplane::policy::{Decision, Mode, Policy, Verdict, Why};
 
 use crate::lint::{load_and_compile, EXIT_INVALID};
 
@@ -205,9 +205,16 @@ pub fn explanation(
         ));
     }
     lines.push(format!("decided by:  {}", describe_why(spec, d)));
-    let verdict = match d.verdict {
-        Verdict::Allow => "ALLOW (forwarded)".to_string(),
-        Verdict::Deny(reason) => format!("DENY (dropped, counted as {})", reason.name()),
+    let verdict = match (d.verdict, d.overridden, d.mode) {
+        (Verdict::Allow, true, Mode::Monitor) => {
+            "ALLOW (monitor mode: the policy denies it; forwarded and reported as a monitor_violation event)".to_string()
+        }
+        (Verdict::Allow, true, _) => {
+            "ALLOW (discover mode: the policy denies it; forwarded and recorded for `bulkhead learn`)".to_string()
+        }
+        (Verdict::Allow, false, Mode::Discover) => "ALLOW (forwarded; discover mode records it)".to_string(),
+        (Verdict::Allow, ..) => "ALLOW (forwarded)".to_string(),
+        (Verdict::Deny(reason), ..) => format!("DENY (dropped, counted as {})", reason.name()),
     };
     lines.push(format!(
         "verdict:     {verdict}{}",
