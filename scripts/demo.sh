@@ -13,6 +13,8 @@ cargo build --release -q -p mgmt
 BIN=target/release/bulkhead
 P=bhdemo
 LOG=$(mktemp)
+EVENTS=/tmp/bulkhead-demo-events.jsonl
+rm -f "$EVENTS"
 pid=""
 
 cleanup() {
@@ -33,7 +35,8 @@ $BIN check configs/demo.yaml
 echo "== test-bed"
 scripts/testbed.sh up "$P"
 echo "== bulkhead run (in namespace $P-app)"
-in_ns app "$BIN" run --config configs/demo.yaml --duration 60 >"$LOG" 2>&1 &
+# Not through the in_ns function: $! must be bulkhead itself (ip netns exec execs it).
+ip netns exec "$P-app" "$BIN" run --config configs/demo.yaml --duration 60 >"$LOG" 2>&1 &
 pid=$!
 for _ in $(seq 100); do grep -q "bulkhead: forwarding" "$LOG" && break; sleep 0.1; done
 grep "bulkhead: forwarding" "$LOG" || { cat "$LOG"; exit 1; }
@@ -42,20 +45,31 @@ echo "== traffic"
 try "web -> api  ping"            in_ns web ping -c 3 -i 0.2 -W 1 10.10.2.10
 try "web -> api  ping6"           in_ns web ping -6 -c 3 -i 0.2 -W 1 fd10:0:2::10
 in_ns api python3 scripts/netprobe.py tcp-server --port 8080 --timeout 8 >/dev/null &
+server=$!
 sleep 0.3
 try "web -> api  tcp/8080 (4 MiB)" in_ns web python3 scripts/netprobe.py tcp-client --host 10.10.2.10 --port 8080 --bytes 4194304 --timeout 5
-wait || true
+wait "$server" || true
 try "web -> db   ping"            in_ns web ping -c 2 -i 0.2 -W 1 10.10.3.10
 try "web -> api  tcp/22"          in_ns web python3 scripts/netprobe.py tcp-client --host 10.10.2.10 --port 22 --bytes 1000 --timeout 2
 in_ns db python3 scripts/netprobe.py tcp-server --port 5432 --timeout 8 >/dev/null &
+server=$!
 sleep 0.3
 try "ops -> db   tcp/5432"        in_ns ops python3 scripts/netprobe.py tcp-client --host 10.10.3.10 --port 5432 --bytes 65536 --timeout 5
-wait || true
+wait "$server" || true
 echo "  explain: why is web -> db blocked?"
 $BIN explain configs/demo.yaml --src 10.10.1.10 --dst 10.10.3.10 --proto icmp | sed 's/^/    /' || true
+
+echo "== management"
+$BIN status --socket /run/bulkhead/demo.sock | sed 's/^/  /' || true
+echo "  metrics (a few of them, from http://127.0.0.1:9464/metrics in $P-app):"
+in_ns app python3 -c "import urllib.request;print(urllib.request.urlopen('http://127.0.0.1:9464/metrics',timeout=3).read().decode())" \
+  | grep -E '^bulkhead_(policy_version|drops_total\{reason="policy_deny"|segment_packets_total|conntrack_entries)' | head -8 | sed 's/^/    /'
+sleep 1.2   # one event window
+echo "  security events (JSON lines, $EVENTS):"
+tail -n 3 "$EVENTS" 2>/dev/null | sed 's/^/    /' || echo "    (none yet)"
 
 echo "== stop (SIGTERM) and final counters"
 kill -TERM "$pid"
 wait "$pid" || true
 pid=""
-grep -v "^bulkhead: forwarding" "$LOG"
+grep -v "^bulkhead: forwarding" "$LOG" || { echo "demo: bulkhead printed no final counters:"; cat "$LOG"; exit 1; }
