@@ -12,5 +12,6 @@ pub mod events;
 pub mod export;
 pub mod explain;
 pub mod lint;
+pub mod preflight;
 pub mod run;
 pub mod stats;
