@@ -149,7 +149,7 @@ impl Capture {
         let mut out = String::new();
         self.0.stdout.take().unwrap().read_to_string(&mut out).unwrap();
         let _ = self.0.wait();
-        out.lines().map(str::to_string).collect()
+        out.lines().filter(|l| !l.trim().is_empty()).map(str::to_string).collect()
     }
 }
 
