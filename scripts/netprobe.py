@@ -12,6 +12,10 @@
   syn-flood --iface I --src A --dst A --dport P --count N [--seconds S]
                                                send N TCP SYNs from random source ports
                                                (raw frames, broadcast MAC), at most S seconds
+  vlan-ping --iface I --dst-mac M --vlan V --src A --dst A [--count N]
+                                               send N ICMP echo requests in raw frames
+                                               tagged with 802.1Q VLAN V (for kernels
+                                               without VLAN sub-interfaces), 0.1 s apart
 The TCP server answers with "<bytes> <sha256>" once it has read everything, and the
 client checks that answer: data flows both ways on the connection.
 Exit status 0 on success, 1 when the peer could not be reached in time.
@@ -154,6 +158,36 @@ def syn_flood(a):
     return 0
 
 
+def ip_checksum(data):
+    import struct
+    if len(data) % 2:
+        data += b"\0"
+    words = sum(struct.unpack(f"!{len(data) // 2}H", data))
+    while words >> 16:
+        words = (words & 0xFFFF) + (words >> 16)
+    return ~words & 0xFFFF
+
+
+def vlan_ping(a):
+    import struct
+    with open(f"/sys/class/net/{a.iface}/address") as f:
+        src_mac = bytes.fromhex(f.read().strip().replace(":", ""))
+    dst_mac = bytes.fromhex(a.dst_mac.replace(":", ""))
+    s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW)
+    s.bind((a.iface, 0))
+    for seq in range(a.count):
+        icmp = struct.pack("!BBHHH", 8, 0, 0, 0x4268, seq) + b"bulkhead-vlan-probe"
+        icmp = icmp[:2] + struct.pack("!H", ip_checksum(icmp)) + icmp[4:]
+        ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(icmp), seq, 0, 64, 1, 0,
+                         socket.inet_aton(a.src), socket.inet_aton(a.dst))
+        ip = ip[:10] + struct.pack("!H", ip_checksum(ip)) + ip[12:]
+        tag = struct.pack("!HH", 0x8100, a.vlan & 0x0FFF)
+        s.send(dst_mac + src_mac + tag + b"\x08\x00" + ip + icmp)
+        time.sleep(0.1)
+    print(a.count, flush=True)
+    return 0
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="mode", required=True)
@@ -182,9 +216,16 @@ def main():
     q.add_argument("--dport", type=int, required=True)
     q.add_argument("--count", type=int, default=10000)
     q.add_argument("--seconds", type=float, default=10)
+    q = sub.add_parser("vlan-ping")
+    q.add_argument("--iface", required=True)
+    q.add_argument("--dst-mac", required=True)
+    q.add_argument("--vlan", type=int, required=True)
+    q.add_argument("--src", required=True)
+    q.add_argument("--dst", required=True)
+    q.add_argument("--count", type=int, default=3)
     a = p.parse_args()
     modes = {"tcp-server": tcp_server, "tcp-client": tcp_client, "udp-server": udp_server,
-             "udp-client": udp_client, "syn-flood": syn_flood}
+             "udp-client": udp_client, "syn-flood": syn_flood, "vlan-ping": vlan_ping}
     return modes[a.mode](a)
 
 

@@ -13,5 +13,6 @@ pub mod export;
 pub mod explain;
 pub mod learn;
 pub mod lint;
+pub mod preflight;
 pub mod run;
 pub mod stats;

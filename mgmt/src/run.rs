@@ -132,6 +132,7 @@ pub fn run(path: &Path, options: &RunOptions) -> Result<Snapshot, RunError> {
     let policy =
         Policy::compile(&config.policy, 1).map_err(|e| err(format!("{file}: policy does not compile: {e}")))?;
     check_cores(&file, &appliance)?;
+    crate::preflight::check_kernel_mtus(&file, &appliance, Path::new("/sys/class/net")).map_err(RunError)?;
 
     let stop = Arc::new(AtomicBool::new(false));
     let hangup = Arc::new(AtomicBool::new(false));

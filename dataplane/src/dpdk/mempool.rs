@@ -10,6 +10,7 @@ use super::mbuf::Mbuf;
 pub struct Mempool {
     raw: NonNull<dpdk_sys::rte_mempool>,
     size: u32,
+    data_room: u16,
 }
 
 // SAFETY: a DPDK mempool is designed for concurrent use from many threads.
@@ -21,6 +22,9 @@ impl Mempool {
     /// Default data room: 2048 bytes of packet plus DPDK's headroom.
     pub const DEFAULT_DATA_ROOM: u16 = dpdk_sys::RTE_MBUF_DEFAULT_BUF_SIZE as u16;
 
+    /// The largest frame one mbuf of [`Mempool::DEFAULT_DATA_ROOM`] holds (2048).
+    pub const DEFAULT_FRAME_ROOM: u32 = dpdk_sys::RTE_MBUF_DEFAULT_BUF_SIZE - dpdk_sys::RTE_PKTMBUF_HEADROOM;
+
     /// Creates a pool of `size` mbufs with a per-lcore cache of `cache` and the given
     /// data room, on NUMA `socket` (-1: any).
     pub fn new(name: &str, size: u32, cache: u32, data_room: u16, socket: i32) -> Result<Mempool, DpdkError> {
@@ -30,7 +34,7 @@ impl Mempool {
         // otherwise); the name is a valid C string.
         let raw = unsafe { dpdk_sys::rte_pktmbuf_pool_create(cname.as_ptr(), size, cache, 0, data_room, socket) };
         match NonNull::new(raw) {
-            Some(raw) => Ok(Mempool { raw, size }),
+            Some(raw) => Ok(Mempool { raw, size, data_room }),
             None => Err(DpdkError::from_rte_errno(op())),
         }
     }
@@ -38,6 +42,13 @@ impl Mempool {
     /// Number of mbufs the pool was created with.
     pub fn size(&self) -> u32 {
         self.size
+    }
+
+    /// The largest frame one mbuf holds: the data room less DPDK's headroom (2048
+    /// bytes with [`Mempool::DEFAULT_DATA_ROOM`]). bulkhead does not chain mbufs, so
+    /// this bounds every frame it handles.
+    pub fn frame_room(&self) -> u32 {
+        u32::from(self.data_room).saturating_sub(dpdk_sys::RTE_PKTMBUF_HEADROOM)
     }
 
     /// Mbufs available in the pool (including per-lcore caches).

@@ -27,7 +27,7 @@ pub use eal::Eal;
 pub use error::DpdkError;
 pub use mbuf::{free_bulk, Mbuf, MbufBurst, BURST_SIZE};
 pub use mempool::Mempool;
-pub use port::{Link, Port, PortSetup, PortStats, RxQueue, TxQueue};
+pub use port::{max_mtu, Link, Port, PortSetup, PortStats, RxQueue, TxQueue, L2_OVERHEAD, MTU};
 pub use ring::VirtualCable;
 
 /// Reads the CPU timestamp counter.

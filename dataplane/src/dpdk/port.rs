@@ -7,6 +7,20 @@ use super::mempool::Mempool;
 /// Linux `ENOTSUP`: what a driver returns for an operation it lacks.
 const ENOTSUP: i32 = 95;
 
+/// The MTU every port is configured with: standard Ethernet. bulkhead does not handle
+/// multi-segment (chained) mbufs, so a frame must fit in one mbuf; see
+/// [`L2_OVERHEAD`] and [`Mempool::frame_room`].
+pub const MTU: u16 = 1500;
+
+/// Bytes a frame adds to its MTU-sized payload, counted generously: Ethernet header
+/// (14) and two VLAN tags (QinQ, 8). The CRC is stripped before the mbuf.
+pub const L2_OVERHEAD: u32 = 22;
+
+/// The largest MTU whose frames fit in one mbuf of `pool`.
+pub fn max_mtu(pool: &Mempool) -> u32 {
+    pool.frame_room().saturating_sub(L2_OVERHEAD)
+}
+
 /// How to set up a port.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct PortSetup {
@@ -137,11 +151,33 @@ impl Port {
                 ),
             ));
         }
-        let conf = dpdk_sys::rte_eth_conf::default();
+        // Jumbo frames: not supported. Every port gets the standard MTU, which limits the
+        // longest frame the device accepts (max rx packet length) to what one mbuf
+        // holds; scatter rx stays off, so a longer frame is dropped by the device (its
+        // rx error counters), never split into a chain bulkhead would mis-handle.
+        let room = max_mtu(pool);
+        if u32::from(MTU) > room {
+            return Err(DpdkError::other(
+                format!("configure port {id} ({})", self.name),
+                format!("MTU {MTU} needs frames of {} bytes but one mbuf holds {}", u32::from(MTU) + L2_OVERHEAD, pool.frame_room()),
+            ));
+        }
+        let mut conf = dpdk_sys::rte_eth_conf::default();
+        conf.rxmode.mtu = u32::from(MTU);
         // SAFETY: valid port id and configuration.
         check(|| format!("rte_eth_dev_configure(port {id} {})", self.name), unsafe {
             dpdk_sys::rte_eth_dev_configure(id, setup.rx_queues, setup.tx_queues, &conf)
         })?;
+        let mtu = self.mtu()?;
+        if u32::from(mtu) > room {
+            return Err(DpdkError::other(
+                format!("configure port {id} ({})", self.name),
+                format!(
+                    "the device runs with MTU {mtu}, above {room}, the most one {}-byte mbuf holds; bulkhead does not handle multi-segment (jumbo) frames",
+                    pool.frame_room()
+                ),
+            ));
+        }
         let socket = self.socket().max(0) as u32;
         for q in 0..setup.rx_queues {
             // SAFETY: configured port; NULL rxconf means driver defaults; the pool outlives
@@ -158,6 +194,14 @@ impl Port {
         }
         self.setup = Some(setup);
         Ok(())
+    }
+
+    /// The MTU the device is configured with (`rte_eth_dev_get_mtu`).
+    pub fn mtu(&self) -> Result<u16, DpdkError> {
+        let mut mtu = 0u16;
+        // SAFETY: valid port id and out-pointer.
+        check(|| format!("rte_eth_dev_get_mtu(port {})", self.id), unsafe { dpdk_sys::rte_eth_dev_get_mtu(self.id, &mut mtu) })?;
+        Ok(mtu)
     }
 
     /// Starts the port (after [`Port::configure`]).
