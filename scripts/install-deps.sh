@@ -12,6 +12,7 @@ packages=(
   iperf3 netcat-openbsd tcpdump
   python3 python3-pip
   prometheus rsyslog        # tests: promtool parses the metrics; rsyslogd receives the events
+  systemd                   # tests: `systemd-analyze verify` of configs/bulkhead.service
   vagrant                   # tests: `vagrant validate` of vagrant/Vagrantfile (no VM is started)
 )
 
