@@ -64,6 +64,7 @@ use crate::packet::L4;
 
 mod classify;
 mod compile;
+mod rules;
 pub mod lpm;
 pub mod reference;
 pub mod spec;
@@ -258,7 +259,7 @@ pub struct Policy {
     version: u64,
     spec: PolicySpec,
     lpm: compile::Lpm,
-    rules: compile::RuleIndex,
+    rules: rules::RuleIndex,
     non_ip: compile::NonIp,
     default_action: Action,
     intra_segment_default: Action,
