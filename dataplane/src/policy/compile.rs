@@ -45,10 +45,10 @@ impl Lpm {
         };
         match addr {
             IpAddr::V4(a) => {
-                let key = key_v4(a);
-                let base = self.v4.lookup(key);
+                let key = u32::from(a);
+                let base = self.v4.lookup_v4(key);
                 match overlay {
-                    Some((o, _)) => base.longer(o.lookup(key)),
+                    Some((o, _)) => base.longer(o.lookup_v4(key)),
                     None => base,
                 }
             }

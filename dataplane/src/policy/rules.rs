@@ -609,12 +609,12 @@ mod tests {
             dst_ports: dst.iter().map(|&(lo, hi)| PortRange { lo, hi }).collect(),
             src_ports: vec![],
             icmp_types: icmp.to_vec(),
-            action: if id % 2 == 0 {
+            action: if id.is_multiple_of(2) {
                 Action::Allow
             } else {
                 Action::Deny
             },
-            log: id % 3 == 0,
+            log: id.is_multiple_of(3),
         }
     }
 
