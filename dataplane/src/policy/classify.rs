@@ -2,7 +2,6 @@
 //! every index goes through `get`, and a miss (impossible by construction) reads as an
 //! empty list or "no match", which ends in the default action or a deny.
 
-use super::compile::{CompiledRule, RuleIndex, Span, PROTO_ANY};
 use super::lpm::Entry;
 use super::spec::{Mode, SegmentId, Unmatched};
 use super::{Decision, Policy, Verdict, Why};
@@ -88,7 +87,11 @@ fn decide(p: &Policy, meta: &PacketMeta, src: Entry, dst: Entry) -> Decision {
         return d;
     };
 
-    match first_match(&p.rules, s, t, meta) {
+    match p
+        .rules
+        .first_match(s, t, meta)
+        .and_then(|id| Some((id, p.rules.rule(id)?)))
+    {
         Some((id, rule)) => {
             d.verdict = Verdict::from_action(rule.action);
             d.why = Why::Rule(id);
@@ -116,100 +119,4 @@ fn resolve(p: &Policy, found: Entry) -> Option<SegmentId> {
             Unmatched::Drop => None,
         },
     }
-}
-
-/// The lowest-numbered rule that matches, among the four candidate lists of (s, d).
-#[inline]
-fn first_match<'a>(
-    ix: &'a RuleIndex,
-    s: SegmentId,
-    d: SegmentId,
-    meta: &PacketMeta,
-) -> Option<(u32, &'a CompiledRule)> {
-    let mut best: Option<(u32, &CompiledRule)> = None;
-    let si = usize::from(s);
-    if let (Some(&lo), Some(&hi)) = (ix.pair_start.get(si), ix.pair_start.get(si + 1)) {
-        let pairs = ix.pairs.get(lo as usize..hi as usize).unwrap_or(&[]);
-        if let Ok(i) = pairs.binary_search_by_key(&d, |x| x.0) {
-            if let Some(&(_, span)) = pairs.get(i) {
-                scan(ix, span, meta, &mut best);
-            }
-        }
-    }
-    if let Some(&span) = ix.from_src.get(si) {
-        scan(ix, span, meta, &mut best);
-    }
-    if let Some(&span) = ix.to_dst.get(usize::from(d)) {
-        scan(ix, span, meta, &mut best);
-    }
-    scan(ix, ix.any_any, meta, &mut best);
-    best
-}
-
-/// Scans one ascending list up to the best match so far; records an earlier match.
-#[inline(always)]
-fn scan<'a>(
-    ix: &'a RuleIndex,
-    span: Span,
-    meta: &PacketMeta,
-    best: &mut Option<(u32, &'a CompiledRule)>,
-) {
-    if span.len == 0 {
-        return;
-    }
-    let bound = best.map_or(u32::MAX, |b| b.0);
-    for &id in slice(&ix.ids, span) {
-        if id >= bound {
-            return;
-        }
-        if let Some(rule) = ix.rules.get(id as usize) {
-            if matches(ix, rule, meta) {
-                *best = Some((id, rule));
-                return;
-            }
-        }
-    }
-}
-
-#[inline(always)]
-fn slice<T>(v: &[T], span: Span) -> &[T] {
-    let start = span.start as usize;
-    v.get(start..start.saturating_add(span.len as usize))
-        .unwrap_or(&[])
-}
-
-#[inline(always)]
-fn matches(ix: &RuleIndex, r: &CompiledRule, meta: &PacketMeta) -> bool {
-    if r.proto != PROTO_ANY && r.proto != u16::from(meta.proto) {
-        return false;
-    }
-    if r.dst_ports.len != 0 || r.src_ports.len != 0 {
-        let L4::Ports { src, dst } = meta.l4 else {
-            return false;
-        };
-        if !in_ranges(slice(&ix.ports, r.dst_ports), dst)
-            || !in_ranges(slice(&ix.ports, r.src_ports), src)
-        {
-            return false;
-        }
-    }
-    if r.icmp.len != 0 {
-        let L4::Icmp { ty, .. } = meta.l4 else {
-            return false;
-        };
-        if slice(&ix.icmp, r.icmp).binary_search(&ty).is_err() {
-            return false;
-        }
-    }
-    true
-}
-
-/// Whether `port` lies in one of `ranges` (sorted, disjoint); an empty list is "any".
-#[inline(always)]
-fn in_ranges(ranges: &[(u16, u16)], port: u16) -> bool {
-    if ranges.is_empty() {
-        return true;
-    }
-    let i = ranges.partition_point(|r| r.1 < port);
-    ranges.get(i).is_some_and(|r| r.0 <= port)
 }

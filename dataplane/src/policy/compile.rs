@@ -6,11 +6,9 @@ use std::net::IpAddr;
 use ipnet::IpNet;
 
 use super::lpm::{key_v4, key_v6, Entry, Trie};
-use super::spec::{
-    Mode,
-    PolicySpec, PortRange, ProtocolMatch, RuleId, SegmentId, SegmentMatch, Unmatched,
-};
-use super::{Action, CompileError, Policy};
+use super::rules::RuleIndex;
+use super::spec::{Mode, PolicySpec, SegmentId, Unmatched};
+use super::{CompileError, Policy};
 
 /// Most segments: every [`SegmentId`] value.
 pub(super) const MAX_SEGMENTS: usize = 1 << 16;
@@ -47,10 +45,10 @@ impl Lpm {
         };
         match addr {
             IpAddr::V4(a) => {
-                let key = key_v4(a);
-                let base = self.v4.lookup(key);
+                let key = u32::from(a);
+                let base = self.v4.lookup_v4(key);
                 match overlay {
-                    Some((o, _)) => base.longer(o.lookup(key)),
+                    Some((o, _)) => base.longer(o.lookup_v4(key)),
                     None => base,
                 }
             }
@@ -74,67 +72,6 @@ impl Lpm {
                 .iter()
                 .map(|(a, b)| a.heap_bytes() + b.heap_bytes())
                 .sum::<usize>()
-    }
-}
-
-/// A span of the flat rule-id array.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub(super) struct Span {
-    pub(super) start: u32,
-    pub(super) len: u32,
-}
-
-/// Protocol value meaning "any".
-pub(super) const PROTO_ANY: u16 = 0x100;
-
-/// One rule, ready to match: constraints as spans of flat arrays.
-#[derive(Clone, Copy, Debug)]
-pub(super) struct CompiledRule {
-    /// IP protocol, or [`PROTO_ANY`].
-    pub(super) proto: u16,
-    /// Destination port ranges in `RuleIndex::ports` (sorted, disjoint); empty = any.
-    pub(super) dst_ports: Span,
-    /// Source port ranges in `RuleIndex::ports`; empty = any.
-    pub(super) src_ports: Span,
-    /// ICMP types in `RuleIndex::icmp` (sorted, unique); empty = any.
-    pub(super) icmp: Span,
-    pub(super) action: Action,
-    pub(super) log: bool,
-}
-
-/// Rules indexed by segment pair. The candidates for (s, d) are the union, in rule order,
-/// of the lists for (s, d), (s, Any), (Any, d) and (Any, Any).
-#[derive(Debug)]
-pub(super) struct RuleIndex {
-    pub(super) rules: Box<[CompiledRule]>,
-    /// Port ranges of all rules, `(lo, hi)`.
-    pub(super) ports: Box<[(u16, u16)]>,
-    /// ICMP types of all rules.
-    pub(super) icmp: Box<[u8]>,
-    /// Rule ids of all lists, each list ascending.
-    pub(super) ids: Box<[u32]>,
-    /// `pair_start[s]..pair_start[s + 1]` is the range of `pairs` for source `s`.
-    pub(super) pair_start: Box<[u32]>,
-    /// `(destination, list)` for rules naming both segments, sorted by destination.
-    pub(super) pairs: Box<[(SegmentId, Span)]>,
-    /// Per source segment: rules `from: s, to: Any`.
-    pub(super) from_src: Box<[Span]>,
-    /// Per destination segment: rules `from: Any, to: d`.
-    pub(super) to_dst: Box<[Span]>,
-    /// Rules `from: Any, to: Any`.
-    pub(super) any_any: Span,
-}
-
-impl RuleIndex {
-    pub(super) fn heap_bytes(&self) -> usize {
-        use std::mem::size_of;
-        self.rules.len() * size_of::<CompiledRule>()
-            + self.ports.len() * 4
-            + self.icmp.len()
-            + self.ids.len() * 4
-            + self.pair_start.len() * 4
-            + self.pairs.len() * size_of::<(SegmentId, Span)>()
-            + (self.from_src.len() + self.to_dst.len()) * size_of::<Span>()
     }
 }
 
@@ -168,7 +105,7 @@ pub(super) fn compile(spec: &PolicySpec, version: u64) -> Result<Policy, Compile
         }
     }
     let lpm = build_lpm(spec)?;
-    let rules = build_rules(spec)?;
+    let rules = RuleIndex::build(spec)?;
     let mut ethertypes = spec.non_ip.allowed_ethertypes.clone();
     ethertypes.sort_unstable();
     ethertypes.dedup();
@@ -311,130 +248,4 @@ fn build_lpm(spec: &PolicySpec) -> Result<Lpm, CompileError> {
         vlan_view,
         overlays: overlays.into_boxed_slice(),
     })
-}
-
-fn build_rules(spec: &PolicySpec) -> Result<RuleIndex, CompileError> {
-    let nseg = spec.segments.len();
-    let mut rules = Vec::with_capacity(spec.rules.len());
-    let mut ports: Vec<(u16, u16)> = Vec::new();
-    let mut icmp: Vec<u8> = Vec::new();
-
-    let mut pair_lists: BTreeMap<(SegmentId, SegmentId), Vec<u32>> = BTreeMap::new();
-    let mut from_lists: Vec<Vec<u32>> = vec![Vec::new(); nseg];
-    let mut to_lists: Vec<Vec<u32>> = vec![Vec::new(); nseg];
-    let mut any_list: Vec<u32> = Vec::new();
-
-    for (id, r) in spec.rules.iter().enumerate() {
-        // In range: checked against MAX_RULES by the caller.
-        let id = id as RuleId;
-        for m in [r.from, r.to] {
-            if let SegmentMatch::Segment(s) = m {
-                if usize::from(s) >= nseg {
-                    return Err(CompileError::UnknownSegmentInRule {
-                        rule: r.name.clone(),
-                        segment: s,
-                    });
-                }
-            }
-        }
-        let list = match (r.from, r.to) {
-            (SegmentMatch::Segment(s), SegmentMatch::Segment(d)) => {
-                pair_lists.entry((s, d)).or_default()
-            }
-            (SegmentMatch::Segment(s), SegmentMatch::Any) => from_lists
-                .get_mut(usize::from(s))
-                .ok_or(CompileError::TableFull)?,
-            (SegmentMatch::Any, SegmentMatch::Segment(d)) => to_lists
-                .get_mut(usize::from(d))
-                .ok_or(CompileError::TableFull)?,
-            (SegmentMatch::Any, SegmentMatch::Any) => &mut any_list,
-        };
-        list.push(id);
-
-        rules.push(CompiledRule {
-            proto: match r.protocol {
-                ProtocolMatch::Any => PROTO_ANY,
-                ProtocolMatch::Number(p) => u16::from(p),
-            },
-            dst_ports: push_ranges(&mut ports, &r.dst_ports),
-            src_ports: push_ranges(&mut ports, &r.src_ports),
-            icmp: push_icmp(&mut icmp, &r.icmp_types),
-            action: r.action,
-            log: r.log,
-        });
-    }
-
-    let mut ids: Vec<u32> = Vec::new();
-    let mut push_list = |list: &[u32]| {
-        let span = Span {
-            start: ids.len() as u32,
-            len: list.len() as u32,
-        };
-        ids.extend_from_slice(list);
-        span
-    };
-    let mut pairs = Vec::with_capacity(pair_lists.len());
-    let mut pair_start = vec![0u32; nseg + 1];
-    // BTreeMap order: by source, then destination.
-    for (&(s, d), list) in &pair_lists {
-        pairs.push((d, push_list(list)));
-        if let Some(c) = pair_start.get_mut(usize::from(s) + 1) {
-            *c += 1;
-        }
-    }
-    for i in 1..pair_start.len() {
-        let prev = pair_start.get(i - 1).copied().unwrap_or(0);
-        if let Some(c) = pair_start.get_mut(i) {
-            *c += prev;
-        }
-    }
-    let from_src: Vec<Span> = from_lists.iter().map(|l| push_list(l)).collect();
-    let to_dst: Vec<Span> = to_lists.iter().map(|l| push_list(l)).collect();
-    let any_any = push_list(&any_list);
-
-    Ok(RuleIndex {
-        rules: rules.into_boxed_slice(),
-        ports: ports.into_boxed_slice(),
-        icmp: icmp.into_boxed_slice(),
-        ids: ids.into_boxed_slice(),
-        pair_start: pair_start.into_boxed_slice(),
-        pairs: pairs.into_boxed_slice(),
-        from_src: from_src.into_boxed_slice(),
-        to_dst: to_dst.into_boxed_slice(),
-        any_any,
-    })
-}
-
-/// Appends `ranges` sorted and merged (overlapping or adjacent ranges joined).
-fn push_ranges(out: &mut Vec<(u16, u16)>, ranges: &[PortRange]) -> Span {
-    let mut v: Vec<(u16, u16)> = ranges
-        .iter()
-        .map(|r| (r.lo.min(r.hi), r.lo.max(r.hi)))
-        .collect();
-    v.sort_unstable();
-    let mut merged: Vec<(u16, u16)> = Vec::with_capacity(v.len());
-    for (lo, hi) in v {
-        match merged.last_mut() {
-            Some(last) if u32::from(lo) <= u32::from(last.1) + 1 => last.1 = last.1.max(hi),
-            _ => merged.push((lo, hi)),
-        }
-    }
-    let span = Span {
-        start: out.len() as u32,
-        len: merged.len() as u32,
-    };
-    out.extend_from_slice(&merged);
-    span
-}
-
-fn push_icmp(out: &mut Vec<u8>, types: &[u8]) -> Span {
-    let mut v = types.to_vec();
-    v.sort_unstable();
-    v.dedup();
-    let span = Span {
-        start: out.len() as u32,
-        len: v.len() as u32,
-    };
-    out.extend_from_slice(&v);
-    span
 }

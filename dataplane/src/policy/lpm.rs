@@ -232,6 +232,10 @@ impl Trie {
     /// several addresses and packets overlap in the CPU. Deeper tables loop.
     #[inline(always)]
     pub fn lookup(&self, key: u128) -> Entry {
+        if self.width <= 32 {
+            // Only the top 32 bits of the key can matter.
+            return self.lookup_narrow((key >> 96) as u32);
+        }
         if self.depth <= 3 {
             self.lookup_fixed(key)
         } else {
@@ -260,6 +264,34 @@ impl Trie {
         Entry(if e & CHILD != 0 { 0 } else { e })
     }
 
+    /// [`Trie::lookup_fixed`] for tables of at most 32 bits, in 64-bit arithmetic with
+    /// constant shifts (the `u128` shifts by a variable cost several instructions each):
+    /// the address is shifted left by the root bits, so the root index sits above bit
+    /// 32 and stride `i` (0-based) is the byte at bits `24 - 8 i`. A table of at most
+    /// 32 bits is at most four strides deep below its root; the walk is unrolled and the
+    /// branches on the depth go the same way for every lookup in one table.
+    #[inline(always)]
+    fn lookup_narrow(&self, addr: u32) -> Entry {
+        let key = u64::from(addr) << (128 - self.root_shift);
+        let mut e = self
+            .root
+            .get((key >> 32) as usize)
+            .copied()
+            .unwrap_or(0);
+        for level in 0..4u32 {
+            if level >= self.depth {
+                break;
+            }
+            // All ones for a child, zero for a leaf.
+            let m = ((e as i32) >> 31) as u32;
+            let node = (e & !CHILD & m) as usize;
+            let idx = (node << STRIDE) | ((key >> (24 - 8 * level)) as usize & 0xff);
+            let next = self.nodes.get(idx).copied().unwrap_or(0);
+            e = (next & m) | (e & !m);
+        }
+        Entry(if e & CHILD != 0 { 0 } else { e })
+    }
+
     #[inline]
     fn lookup_loop(&self, key: u128) -> Entry {
         let mut e = self
@@ -282,7 +314,7 @@ impl Trie {
     /// Looks up an IPv4 address (only meaningful on a 32-bit table).
     #[inline]
     pub fn lookup_v4(&self, addr: u32) -> Entry {
-        self.lookup(u128::from(addr) << 96)
+        self.lookup_narrow(addr)
     }
 
     /// Looks up an IPv6 address (only meaningful on a 128-bit table).
@@ -443,6 +475,38 @@ mod tests {
         assert_eq!(t.lookup(v6("fec0::1")).value(), None);
         assert_eq!(t.lookup(v6("ff02::1")).value(), Some(3));
         assert_eq!(t.lookup(v6("ff02::2")).value(), None);
+    }
+
+    #[test]
+    fn narrow_lookup_any_root_stride() {
+        // The 64-bit IPv4 walk against the wide walk and a naive scan, for root strides
+        // that do and do not divide the address into whole bytes.
+        let mut rng = crate::policy::synth::Rng::new(3);
+        let prefixes: Vec<(u128, u8, u16)> = (0..300)
+            .map(|i| {
+                let len = rng.range(0, 32) as u8;
+                let a = (rng.next_u64() as u32) & (0xff00_ffff | 0x000a_0000);
+                (u128::from(a) << 96, len, i)
+            })
+            .collect();
+        let naive = |a: u32| {
+            prefixes
+                .iter()
+                .filter(|p| (u128::from(a) << 96) & mask(p.1) == p.0 & mask(p.1))
+                .max_by_key(|p| (p.1, p.2))
+                .map(|p| p.2)
+        };
+        for root in [1, 5, 8, 12, 16, 24] {
+            // Later duplicates win in build: keep the highest value per prefix, as naive.
+            let mut sorted = prefixes.clone();
+            sorted.sort_by_key(|p| p.2);
+            let t = Trie::build(32, root, &sorted).unwrap();
+            for _ in 0..2000 {
+                let a = (rng.next_u64() as u32) & (0xff00_ffff | 0x000a_0000);
+                assert_eq!(t.lookup_v4(a).value(), naive(a), "root {root} addr {a:#x}");
+                assert_eq!(t.lookup_v4(a), t.lookup_loop(u128::from(a) << 96));
+            }
+        }
     }
 
     #[test]

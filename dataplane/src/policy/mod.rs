@@ -44,8 +44,10 @@
 //!   a tagged packet looks up both and keeps the longer match.
 //! - `compile`: [`Policy::compile`] builds those tables and the rule index: rule lists
 //!   per (source, destination) pair, per source (`to: Any`), per destination
-//!   (`from: Any`) and one for `Any -> Any`, each in rule order; classification scans
-//!   the four short lists for the lowest matching rule id. Memory is linear in the
+//!   (`from: Any`) and one for `Any -> Any`, each in rule order (`rules`). Each list is
+//!   cut by protocol class into blocks of 64 rules with a filter table (destination
+//!   port / ICMP type intervals -> candidate bit mask), so classification finds the
+//!   lowest matching rule id of a list with one short search. Memory is linear in the
 //!   number of segments and rules.
 //! - `classify`: the packet path. No allocation, no lock, no panic, no `unsafe`.
 //! - [`reference`](mod@reference): a naive evaluator written straight from the contract above; the
@@ -64,6 +66,7 @@ use crate::packet::L4;
 
 mod classify;
 mod compile;
+mod rules;
 pub mod lpm;
 pub mod reference;
 pub mod spec;
@@ -281,7 +284,7 @@ pub struct Policy {
     version: u64,
     spec: PolicySpec,
     lpm: compile::Lpm,
-    rules: compile::RuleIndex,
+    rules: rules::RuleIndex,
     non_ip: compile::NonIp,
     default_action: Action,
     intra_segment_default: Action,
