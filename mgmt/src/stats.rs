@@ -169,6 +169,9 @@ pub struct Snapshot {
     pub workers: Vec<(u64, u64)>,
     /// Connection tracking (`None` when disabled).
     pub conntrack: Option<ConntrackSnapshot>,
+    /// Per worker: security events lost to a full channel.
+    #[serde(default)]
+    pub worker_events_dropped: Vec<u64>,
 }
 
 impl Snapshot {
@@ -207,6 +210,7 @@ impl Snapshot {
             .map(|&r| (r, workers.iter().map(|w| w.drops[r as usize].get()).sum()))
             .collect();
         s.workers = workers.iter().map(|w| (w.polls.get(), w.busy_polls.get())).collect();
+        s.worker_events_dropped = workers.iter().map(|w| w.events_dropped.get()).collect();
         let mut totals = retired.clone();
         if let Some(active) = active {
             totals.add(active);

@@ -162,6 +162,14 @@ pub fn render(snapshot: &Snapshot, extra: &Extra) -> String {
         o.sample("bulkhead_worker_busy_polls_total", &[("worker", &i.to_string())], *busy);
     }
     o.family(
+        "bulkhead_worker_events_dropped_total",
+        "counter",
+        "Security events a worker could not hand over because the channel to the management thread was full.",
+    );
+    for (i, dropped) in snapshot.worker_events_dropped.iter().enumerate() {
+        o.sample("bulkhead_worker_events_dropped_total", &[("worker", &i.to_string())], *dropped);
+    }
+    o.family(
         "bulkhead_worker_busy_ratio",
         "gauge",
         "Share of the worker's poll rounds that received packets, since start (rate() of the two counters gives it over a window).",
@@ -269,6 +277,28 @@ mod tests {
     use crate::stats::{PairSnapshot, PortSnapshot, RuleSnapshot};
 
     /// A snapshot with every kind of figure, and label values that need escaping.
+    /// Every metric the Grafana dashboard queries is one bulkhead exports.
+    #[test]
+    fn the_dashboard_queries_exported_metrics() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../configs/grafana-dashboard.json");
+        let dashboard: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+        let (snapshot, extra) = sample();
+        let text = render(&snapshot, &extra);
+        let families: Vec<&str> = text.lines().filter_map(|l| l.strip_prefix("# TYPE ")).filter_map(|l| l.split(' ').next()).collect();
+        let mut checked = 0;
+        for panel in dashboard["panels"].as_array().unwrap() {
+            for target in panel["targets"].as_array().unwrap() {
+                let expr = target["expr"].as_str().unwrap();
+                for (i, _) in expr.match_indices("bulkhead_") {
+                    let name: String = expr[i..].chars().take_while(|c| c.is_ascii_alphanumeric() || *c == '_').collect();
+                    assert!(families.contains(&name.as_str()), "panel {:?} queries {name}, which is not exported", panel["title"]);
+                    checked += 1;
+                }
+            }
+        }
+        assert!(checked >= 14, "the dashboard queries the metrics ({checked})");
+    }
+
     fn sample() -> (Snapshot, Extra) {
         let drops = DropReason::ALL
             .iter()
@@ -306,6 +336,7 @@ mod tests {
             pair_overflow: 0,
             workers: vec![(1000, 250), (0, 0)],
             conntrack: Some(crate::stats::ConntrackSnapshot { entries: 3, inserts: 9, expiries: 6, ..Default::default() }),
+            worker_events_dropped: vec![0, 3],
         };
         let extra = Extra {
             policy_sha256: Some(crate::export::policy_digest(b"segments: []\n")),
