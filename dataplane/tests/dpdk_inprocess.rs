@@ -548,3 +548,22 @@ fn policy_flips_under_traffic_lose_nothing_both_versions_forward() {
     assert_eq!(counters.policy_version.get(), 101, "the last version is in force");
     assert_eq!(bed.pool.available(), start);
 }
+
+#[test]
+fn a_full_event_channel_is_counted_never_waited_for() {
+    let bed = Bed::new(1024);
+    let start = bed.pool.available();
+    let (tx, rx) = crossbeam_channel::bounded(2);
+    let (worker, counters) = bed.worker(shared(segmented_policy()), Arc::new(AtomicBool::new(false)));
+    let mut worker = worker.with_events(tx);
+    // Ten denied flows (web -> api on port 22): ten events for a channel of two.
+    let denied: Vec<_> = (0..10).map(|i| tcp4([10, 1, 0, 5], [10, 2, 0, 7], 3000 + i, 22)).collect();
+    inject(&bed.west.b, &bed.pool, &denied);
+    pump(&mut worker, &counters, 10);
+    assert_eq!(counters.drops[DropReason::PolicyDeny as usize].get(), 10, "every packet decided and dropped");
+    assert_eq!((counters.events_sent.get(), counters.events_dropped.get()), (2, 8));
+    let events: Vec<_> = rx.try_iter().collect();
+    assert_eq!(events.len(), 2);
+    assert_eq!(events[0].decision.verdict, dataplane::policy::Verdict::Deny(DropReason::PolicyDeny));
+    assert_eq!(bed.pool.available(), start);
+}

@@ -541,3 +541,37 @@ fn monitor_and_discover_modes_and_learn() {
     assert!(check.status.success(), "bulkhead check accepts the learned policy: {}", String::from_utf8_lossy(&check.stderr));
     app.stop();
 }
+
+#[test]
+fn broken_configs_sent_as_reloads_leave_the_running_policy_and_traffic() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let tb = Testbed::up();
+    let app = Appliance::start(&tb, &demo_config());
+    let mut broken: Vec<PathBuf> = std::fs::read_dir(repo().join("mgmt/tests/broken"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    broken.sort();
+    assert!(broken.len() >= 30, "the broken-config corpus is there");
+    for file in &broken {
+        let bytes = std::fs::read(file).unwrap();
+        let tmp = app.dir.path().join("next.yaml");
+        std::fs::write(&tmp, &bytes).unwrap();
+        std::fs::rename(&tmp, &app.config).unwrap();
+        let (code, out) = app.cli(&["reload"]);
+        assert_eq!(code, 1, "{} must be refused as a reload: {out}", file.display());
+        assert_eq!(out.trim().lines().count(), 1, "one line: {out}");
+    }
+    assert_eq!(status_version(&app), 1, "the first policy is still in force");
+    // Refused as many times as asked at least (the file watcher may try some too), and
+    // never accepted.
+    let (_, status) = app.cli(&["status"]);
+    let line = status.lines().find(|l| l.starts_with("reloads: ")).expect("reloads line");
+    let nums: Vec<u64> = line.split(|c: char| !c.is_ascii_digit()).filter_map(|w| w.parse().ok()).collect();
+    assert_eq!(nums[0], 0, "no reload accepted: {line}");
+    assert!(nums[1] >= broken.len() as u64, "every broken file refused: {line}");
+    assert!(tb.ping("web", API, 2), "allowed traffic untouched");
+    assert!(tb.tcp_transfer("web", "api", API, 8080, 64 << 10), "allowed traffic untouched");
+    assert!(!tb.ping("web", DB, 1), "denied traffic still denied");
+    app.stop();
+}
