@@ -165,8 +165,9 @@ struct Start {
 }
 
 fn run_with_eal(eal: &Eal, start: Start, options: &RunOptions) -> Result<Snapshot, RunError> {
-    let Start { path, file, appliance, policy, digest, stop, hangup } = start;
-    let workers = appliance.workers.len();
+    let Start { path, file, mut appliance, policy, digest, stop, hangup } = start;
+    // As configured (a reload compares against it), before the queues trim the workers.
+    let configured = appliance.clone();
     let socket = eal.lcore_socket(eal.main_lcore());
     let pool = Mempool::new(
         "bulkhead_mbufs",
@@ -187,13 +188,32 @@ fn run_with_eal(eal: &Eal, start: Start, options: &RunOptions) -> Result<Snapsho
     let mut ports = Vec::with_capacity(appliance.ports.len());
     for (i, pc) in appliance.ports.iter().enumerate() {
         let name = port_name(&pc.device);
-        let mut port = Port::by_name(name).map_err(|e| {
+        ports.push(Port::by_name(name).map_err(|e| {
             err(format!(
                 "{file}: appliance.ports[{i}] ({}): device {} is not available: {e} (is the interface or PCI device there, and bound to DPDK?)",
                 pc.name,
                 pc.device.as_str()
             ))
-        })?;
+        })?);
+    }
+    // A device with fewer queues than workers limits how many workers can run.
+    for (i, port) in ports.iter().enumerate() {
+        let (rx, tx) = port.max_queues().map_err(|e| err(e.to_string()))?;
+        let fit = usize::from(rx.min(tx)).max(1);
+        if fit < appliance.workers.len() {
+            eprintln!(
+                "bulkhead: port {} ({}) has {fit} queue(s): running {fit} of {} workers (give net_af_packet `qpairs={}`, or use a NIC with RSS)",
+                appliance.ports[i].name,
+                appliance.ports[i].device.as_str(),
+                appliance.workers.len(),
+                appliance.workers.len()
+            );
+            appliance.workers.truncate(fit);
+        }
+    }
+    let workers = appliance.workers.len();
+    for (i, port) in ports.iter_mut().enumerate() {
+        let pc = &appliance.ports[i];
         let queues = u16::try_from(workers).map_err(|_| err("too many workers"))?;
         let setup = PortSetup {
             rx_queues: queues,
@@ -203,7 +223,6 @@ fn run_with_eal(eal: &Eal, start: Start, options: &RunOptions) -> Result<Snapsho
             promiscuous: true,
         };
         port.configure(setup, &pool).map_err(|e| err(format!("{file}: appliance.ports[{i}] ({}): {e}", pc.name)))?;
-        ports.push(port);
     }
 
     // Fail closed: the policy is in place before the first port starts.
@@ -243,7 +262,7 @@ fn run_with_eal(eal: &Eal, start: Start, options: &RunOptions) -> Result<Snapsho
     let runtime = Arc::new(Runtime {
         config_path: path,
         file: file.clone(),
-        appliance: appliance.clone(),
+        appliance: configured,
         started,
         port_names: appliance.ports.iter().map(|p| p.name.clone()).collect(),
         port_ids: ports.iter().map(Port::id).collect(),

@@ -117,6 +117,8 @@ struct Appliance {
     stderr: mpsc::Receiver<String>,
     dir: tempfile::TempDir,
     config: PathBuf,
+    /// What it printed on stderr before it said it was forwarding.
+    startup: Vec<String>,
 }
 
 impl Appliance {
@@ -139,13 +141,12 @@ impl Appliance {
                 let _ = tx.send(line);
             }
         });
-        let app = Appliance { child: Some(child), stderr: rx, dir, config };
-        let mut seen = Vec::new();
+        let mut app = Appliance { child: Some(child), stderr: rx, dir, config, startup: Vec::new() };
         loop {
             match app.stderr.recv_timeout(Duration::from_secs(20)) {
                 Ok(line) if line.contains("bulkhead: forwarding") => return app,
-                Ok(line) => seen.push(line),
-                Err(_) => panic!("bulkhead did not start:\n{}", seen.join("\n")),
+                Ok(line) => app.startup.push(line),
+                Err(_) => panic!("bulkhead did not start:\n{}", app.startup.join("\n")),
             }
         }
     }
@@ -573,5 +574,53 @@ fn broken_configs_sent_as_reloads_leave_the_running_policy_and_traffic() {
     assert!(tb.ping("web", API, 2), "allowed traffic untouched");
     assert!(tb.tcp_transfer("web", "api", API, 8080, 64 << 10), "allowed traffic untouched");
     assert!(!tb.ping("web", DB, 1), "denied traffic still denied");
+    app.stop();
+}
+
+#[test]
+fn two_workers_share_the_flows_and_keep_both_directions_together() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let tb = Testbed::up();
+    // Two queue pairs per af_packet port (the kernel spreads flows by a symmetric hash),
+    // a worker on each core; the management thread then shares a core.
+    let config = demo_with(&[
+        ("\"net_af_packet0,iface=west\"", "\"net_af_packet0,iface=west,qpairs=2\""),
+        ("\"net_af_packet1,iface=east\"", "\"net_af_packet1,iface=east,qpairs=2\""),
+        ("  workers: [1]", "  workers: [0, 1]"),
+        ("  management_core: 0", "  # management_core: not pinned"),
+    ]);
+    let app = Appliance::start(&tb, &config);
+    // Stateful TCP needs both directions of each connection on the worker that saw its
+    // SYN: every one of these connections only completes if the spreading is symmetric.
+    for i in 0..10 {
+        assert!(tb.tcp_transfer("web", "api", API, 8080, 32 << 10), "connection {i} through two workers");
+    }
+    let (code, json) = app.cli(&["stats", "--json"]);
+    assert_eq!(code, 0, "{json}");
+    let stats: serde_json::Value = serde_json::from_str(&json).unwrap();
+    let workers = stats["workers"].as_array().expect("per-worker counters");
+    assert_eq!(workers.len(), 2, "two workers ran: {json}");
+    for (i, w) in workers.iter().enumerate() {
+        assert!(w[1].as_u64().unwrap() > 0, "worker {i} received traffic: {w}");
+    }
+    let report = app.stop();
+    assert_eq!(counter(&report, "ct_invalid"), 0, "no packet reached a worker without its flow:\n{report}");
+}
+
+#[test]
+fn a_single_queue_device_runs_one_worker_and_says_so() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let tb = Testbed::up();
+    let config = demo_with(&[("  workers: [1]", "  workers: [0, 1]"), ("  management_core: 0", "  # management_core: not pinned")]);
+    let app = Appliance::start(&tb, &config);
+    assert!(
+        app.startup.iter().any(|l| l.contains("running 1 of 2 workers") && l.contains("qpairs=2")),
+        "start-up says why only one worker runs: {:?}",
+        app.startup
+    );
+    assert!(tb.ping("web", API, 2));
+    let (_, json) = app.cli(&["stats", "--json"]);
+    let stats: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(stats["workers"].as_array().map(Vec::len), Some(1), "{json}");
     app.stop();
 }

@@ -21,6 +21,19 @@ pub fn max_mtu(pool: &Mempool) -> u32 {
     pool.frame_room().saturating_sub(L2_OVERHEAD)
 }
 
+/// A Toeplitz key made of one repeated 16-bit pattern, so that swapping source and
+/// destination (addresses and ports) gives the same hash: both directions of a flow go to
+/// the same queue (Woo and Park, "Scalable TCP Session Monitoring with Symmetric RSS").
+const SYMMETRIC_RSS_KEY: [u8; 40] = [
+    0x6d, 0x5a, 0x6d, 0x5a, 0x6d, 0x5a, 0x6d, 0x5a, 0x6d, 0x5a, 0x6d, 0x5a, 0x6d, 0x5a, 0x6d, 0x5a, 0x6d, 0x5a, 0x6d,
+    0x5a, 0x6d, 0x5a, 0x6d, 0x5a, 0x6d, 0x5a, 0x6d, 0x5a, 0x6d, 0x5a, 0x6d, 0x5a, 0x6d, 0x5a, 0x6d, 0x5a, 0x6d, 0x5a,
+    0x6d, 0x5a,
+];
+
+/// RSS flow types bulkhead asks for (`RTE_ETH_RSS_*` of rte_ethdev.h, which bindgen
+/// cannot read: they are `RTE_BIT64` macros): IPv4 and IPv6, fragments, TCP, UDP, SCTP.
+const RSS_FLOW_TYPES: u64 = (1 << 2) | (1 << 3) | (1 << 4) | (1 << 5) | (1 << 6) | (1 << 8) | (1 << 9) | (1 << 10) | (1 << 11) | (1 << 12);
+
 /// How to set up a port.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct PortSetup {
@@ -138,6 +151,16 @@ impl Port {
         Ok((info.max_rx_queues, info.max_tx_queues))
     }
 
+    /// The RSS flow types the device can hash on (0: no RSS).
+    pub fn rss_flow_types(&self) -> Result<u64, DpdkError> {
+        let mut info = dpdk_sys::rte_eth_dev_info::default();
+        // SAFETY: valid port id and out-pointer.
+        check(|| format!("rte_eth_dev_info_get(port {})", self.id), unsafe {
+            dpdk_sys::rte_eth_dev_info_get(self.id, &mut info)
+        })?;
+        Ok(info.flow_type_rss_offloads)
+    }
+
     /// Configures the device and its queues; rx buffers come from `pool`.
     pub fn configure(&mut self, setup: PortSetup, pool: &Mempool) -> Result<(), DpdkError> {
         let id = self.id;
@@ -164,7 +187,20 @@ impl Port {
         }
         let mut conf = dpdk_sys::rte_eth_conf::default();
         conf.rxmode.mtu = u32::from(MTU);
-        // SAFETY: valid port id and configuration.
+        // Several rx queues on a NIC: spread flows by RSS with a symmetric key, so both
+        // directions of a flow land on the same queue (and worker) on either port of a
+        // pair. Devices without RSS (af_packet spreads by the kernel's symmetric flow
+        // hash, ring, null) report no RSS flow types and are left as they are.
+        let mut key = SYMMETRIC_RSS_KEY;
+        let rss_hf = RSS_FLOW_TYPES & self.rss_flow_types()?;
+        if setup.rx_queues > 1 && rss_hf != 0 {
+            conf.rxmode.mq_mode = dpdk_sys::rte_eth_rx_mq_mode_RTE_ETH_MQ_RX_RSS;
+            conf.rx_adv_conf.rss_conf.rss_key = key.as_mut_ptr();
+            conf.rx_adv_conf.rss_conf.rss_key_len = key.len() as u8;
+            conf.rx_adv_conf.rss_conf.rss_hf = rss_hf;
+        }
+        // SAFETY: valid port id and configuration; the key outlives the call (DPDK copies
+        // it into the device).
         check(|| format!("rte_eth_dev_configure(port {id} {})", self.name), unsafe {
             dpdk_sys::rte_eth_dev_configure(id, setup.rx_queues, setup.tx_queues, &conf)
         })?;
