@@ -58,6 +58,8 @@ const EVENT_CHANNEL_CAPACITY: usize = 4096;
 /// A replaced policy's counters are folded into the totals once no worker can still be
 /// writing them: workers switch policies between rounds, far sooner than this.
 const RETIRE_AFTER: Duration = Duration::from_secs(1);
+/// The management thread's pace: events drained, timers checked.
+const TICK: Duration = Duration::from_millis(20);
 /// How often the management thread looks at the configuration file for changes.
 const WATCH_INTERVAL: Duration = Duration::from_secs(1);
 
@@ -660,12 +662,11 @@ fn management_loop(
         }
     };
     while !stop.load(Ordering::Relaxed) {
-        // Wait for events, at most one tick; then take what else is queued (bounded).
-        if let Ok(ev) = events.recv_timeout(Duration::from_millis(50)) {
+        // Poll, never block in the channel: a receiver waiting in `recv` makes every
+        // worker `try_send` wake it with a system call, on the packet path.
+        std::thread::sleep(TICK);
+        for ev in events.try_iter().take(EVENT_CHANNEL_CAPACITY) {
             rt.take_report(&ev, &mut aggregator);
-            for ev in events.try_iter().take(EVENT_CHANNEL_CAPACITY) {
-                rt.take_report(&ev, &mut aggregator);
-            }
         }
         emit(aggregator.poll(Instant::now()));
         {
