@@ -73,13 +73,13 @@ fn main() {
 
     let bindings = bindgen::Builder::default()
         .header("shim/shim.h")
-        .clang_args(cflags.iter().map(|f| {
-            // clang wants `-include file` as two words too; both spellings work.
-            f.clone()
-        }))
+        // clang takes `-include<file>` as well as `-include <file>`.
+        .clang_args(cflags.iter().cloned())
         .clang_arg("-Ishim")
         .allowlist_function("bh_.*")
         .allowlist_function("rte_eal_(init|cleanup|remote_launch|wait_lcore|mp_wait_lcore|process_type|has_hugepages)")
+        // Run-time attach and detach of devices (virtual devices: `net_pcap`, ...).
+        .allowlist_function("rte_eal_hotplug_(add|remove)")
         .allowlist_function("rte_(lcore_count|get_main_lcore|lcore_is_enabled|lcore_to_socket_id|socket_id|get_next_lcore)")
         .allowlist_function("rte_eth_(dev_configure|dev_info_get|dev_start|dev_stop|dev_close|dev_count_avail|dev_get_port_by_name|dev_get_name_by_port|dev_socket_id|dev_is_valid_port|rx_queue_setup|tx_queue_setup|stats_get|stats_reset|link_get_nowait|promiscuous_enable|macaddr_get|dev_set_mtu|dev_get_mtu|from_ring|from_rings)")
         .allowlist_function("rte_pktmbuf_(pool_create|free_bulk)")

@@ -9,7 +9,7 @@ use mgmt::lint::check_command;
 /// (file, expected field path ("" for the whole file), expected wording).
 const CASES: &[(&str, &str, &str)] = &[
     ("unknown_top_key.yaml", "defualt", "unknown key `defualt`"),
-    ("unknown_segment_key.yaml", "segments[0].cidr", "unknown key `cidr` (allowed here: name, cidrs, vlans)"),
+    ("unknown_segment_key.yaml", "segments[0].cidr", "unknown key `cidr` (allowed here: name, cidrs, vlans, mode)"),
     ("unknown_rule_key.yaml", "rules[0].port", "unknown key `port`"),
     ("bad_cidr.yaml", "segments[0].cidrs[1]", "`10.1.0/24` is not a CIDR"),
     ("prefix_too_long.yaml", "segments[0].cidrs[0]", "prefix length /33 is too long for IPv4 (at most /32)"),
@@ -58,6 +58,10 @@ const CASES: &[(&str, &str, &str)] = &[
     ("appliance_descriptors_not_power_of_two.yaml", "appliance.descriptors.rx", "descriptor count 1000 is not a power of two"),
     ("appliance_bad_device.yaml", "appliance.ports[1].device", "`eth1` is neither a PCI address"),
     ("appliance_unknown_key.yaml", "appliance.worker", "unknown key `worker`"),
+    // Found by fuzzing: the `config` crate panicked on these (unreachable!()).
+    ("null_mapping_key.yaml", "", "a mapping key must be a name, found null"),
+    ("bool_mapping_key.yaml", "segments[0]", "a mapping key must be a name, found the boolean true"),
+    ("deep_nesting.yaml", "rules", "nested deeper than 64 levels"),
 ];
 
 fn broken(name: &str) -> PathBuf {

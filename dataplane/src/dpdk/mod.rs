@@ -3,7 +3,9 @@
 //!
 //! - [`Eal`]: the environment abstraction layer, initialised once per process.
 //! - [`Mempool`]: a packet-buffer pool; [`Mbuf`]: one owned packet buffer, freed on drop.
-//! - [`Port`]: an ethdev port (NIC or virtual device) and its [`RxQueue`]s/[`TxQueue`]s.
+//! - [`Port`]: an ethdev port (NIC or virtual device) and its [`RxQueue`]s/[`TxQueue`]s;
+//!   [`Port::attach_vdev`] hot-plugs a virtual device (e.g. `net_pcap`) after EAL init
+//!   and detaches it when the port is dropped.
 //! - [`lcore`]: launching closures on EAL worker lcores.
 //! - [`VirtualCable`]: two ring-backed ports joined like a veth pair, for tests and
 //!   benchmarks without a NIC.

@@ -88,14 +88,20 @@ pub struct Link {
     pub full_duplex: bool,
 }
 
-/// An ethdev port. Dropping it stops (if started) and closes it.
+/// An ethdev port. Dropping it stops (if started) and closes it; a port made by
+/// [`Port::attach_vdev`] is also detached (its device removed from the EAL).
 #[derive(Debug)]
 pub struct Port {
     id: u16,
     name: String,
     started: bool,
     setup: Option<PortSetup>,
+    /// Whether this value attached the device at run time and must detach it on drop.
+    attached: bool,
 }
+
+/// The EAL bus of virtual devices, NUL-terminated.
+const VDEV_BUS: &[u8] = b"vdev\0";
 
 impl Port {
     /// The port the EAL created for device `name`: a PCI address (`0000:03:00.0`) or a
@@ -106,7 +112,7 @@ impl Port {
         let mut id = 0u16;
         // SAFETY: valid C string and out-pointer.
         check(op, unsafe { dpdk_sys::rte_eth_dev_get_port_by_name(cname.as_ptr(), &mut id) })?;
-        Ok(Port { id, name: name.to_string(), started: false, setup: None })
+        Ok(Port { id, name: name.to_string(), started: false, setup: None, attached: false })
     }
 
     /// The port with id `id`.
@@ -122,7 +128,37 @@ impl Port {
         })?;
         // SAFETY: DPDK wrote a NUL-terminated name into buf.
         let name = unsafe { CStr::from_ptr(buf.as_ptr()) }.to_string_lossy().into_owned();
-        Ok(Port { id, name, started: false, setup: None })
+        Ok(Port { id, name, started: false, setup: None, attached: false })
+    }
+
+    /// Attaches a virtual device at run time (hot-plug, like `--vdev` but after EAL
+    /// init) and returns its port. `devargs` is what `--vdev` takes: the device name,
+    /// which must start with the driver's name and be unique among live devices, then
+    /// the driver's arguments after the first comma, e.g.
+    /// `net_pcap_replay0,rx_pcap=/tmp/in.pcap`.
+    ///
+    /// The returned port owns the device: dropping it stops and closes the port, then
+    /// detaches the device (`rte_eal_hotplug_remove`), so the name can be used again.
+    /// If the device does not create an ethdev port of the same name, it is detached
+    /// again and an error returned.
+    pub fn attach_vdev(devargs: &str) -> Result<Port, DpdkError> {
+        let op = || format!("rte_eal_hotplug_add(vdev, {devargs})");
+        let (name, args) = devargs.split_once(',').unwrap_or((devargs, ""));
+        let cname = CString::new(name).map_err(|_| DpdkError::other(op(), "name contains a NUL byte"))?;
+        let cargs = CString::new(args).map_err(|_| DpdkError::other(op(), "arguments contain a NUL byte"))?;
+        // SAFETY: EAL initialised (else DPDK reports an error); valid C strings, which
+        // DPDK copies.
+        check(op, unsafe { dpdk_sys::rte_eal_hotplug_add(VDEV_BUS.as_ptr() as *const c_char, cname.as_ptr(), cargs.as_ptr()) })?;
+        match Port::by_name(name) {
+            Ok(mut port) => {
+                port.attached = true;
+                Ok(port)
+            }
+            Err(e) => {
+                detach_vdev(name);
+                Err(e)
+            }
+        }
     }
 
     /// DPDK's port id.
@@ -346,6 +382,20 @@ impl Drop for Port {
                 log::warn!("{}", DpdkError::new(format!("rte_eth_dev_close(port {})", self.id), ret));
             }
         }
+        if self.attached {
+            detach_vdev(&self.name);
+        }
+    }
+}
+
+/// Removes virtual device `name` from the EAL (its driver releases a port not yet
+/// closed); failures are logged.
+fn detach_vdev(name: &str) {
+    let Ok(cname) = CString::new(name) else { return };
+    // SAFETY: valid C strings; the device's port is closed or no Port refers to it.
+    let ret = unsafe { dpdk_sys::rte_eal_hotplug_remove(VDEV_BUS.as_ptr() as *const c_char, cname.as_ptr()) };
+    if ret < 0 {
+        log::warn!("{}", DpdkError::new(format!("rte_eal_hotplug_remove(vdev, {name})"), ret));
     }
 }
 

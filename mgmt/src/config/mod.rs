@@ -213,6 +213,7 @@ impl Config {
                 "not a YAML text file: NUL byte at byte {pos}"
             )));
         }
+        check_yaml_shape(text).map_err(|e| e.in_file(file))?;
         let raw = parse_raw(text).map_err(|e| e.in_file(file))?;
         if raw.is_empty() {
             return Err(whole(
@@ -226,6 +227,58 @@ impl Config {
             appliance,
             policy,
         })
+    }
+}
+
+/// Deepest nesting of YAML collections a file may have; the `config` crate converts
+/// the tree recursively.
+const MAX_YAML_DEPTH: usize = 64;
+
+/// Refuses what the `config` crate (0.14) would panic on instead of reporting: a mapping
+/// key that is not a string or an integer (`~:`, `true:`, `1.5:`, `[a]:` reach an
+/// `unreachable!()` in its YAML conversion), and nesting deep enough to exhaust the
+/// stack in its recursive conversion. Syntax errors are left to `parse_raw`, which
+/// words them.
+fn check_yaml_shape(text: &str) -> Result<(), FieldError> {
+    use yaml_rust2::{Yaml, YamlLoader};
+    fn walk(v: &Yaml, path: &str, depth: usize) -> Result<(), FieldError> {
+        if depth > MAX_YAML_DEPTH {
+            // The full path would be as deep as the nesting: name the top-level key.
+            let top = path.split(['.', '[']).next().unwrap_or_default();
+            return Err(FieldError::new(top, format!("nested deeper than {MAX_YAML_DEPTH} levels")));
+        }
+        let join = |key: &str| if path.is_empty() { key.to_string() } else { format!("{path}.{key}") };
+        match v {
+            Yaml::Hash(map) => {
+                for (k, v) in map {
+                    let key = match k {
+                        Yaml::String(s) => s.clone(),
+                        Yaml::Integer(i) => i.to_string(),
+                        other => {
+                            let what = match other {
+                                Yaml::Null => "null (`~` or nothing before the colon)".to_string(),
+                                Yaml::Boolean(b) => format!("the boolean {b}"),
+                                Yaml::Real(r) => format!("the number {r}"),
+                                Yaml::Array(_) => "a list".to_string(),
+                                Yaml::Hash(_) => "a mapping".to_string(),
+                                _ => "not a plain value".to_string(),
+                            };
+                            return Err(FieldError::new(path, format!("a mapping key must be a name, found {what}")));
+                        }
+                    };
+                    walk(v, &join(&key), depth + 1)?;
+                }
+                Ok(())
+            }
+            Yaml::Array(items) => {
+                items.iter().enumerate().try_for_each(|(i, v)| walk(v, &format!("{path}[{i}]"), depth + 1))
+            }
+            _ => Ok(()),
+        }
+    }
+    match YamlLoader::load_from_str(text) {
+        Ok(docs) => docs.iter().try_for_each(|d| walk(d, "", 0)),
+        Err(_) => Ok(()),
     }
 }
 
