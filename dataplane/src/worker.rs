@@ -174,6 +174,37 @@ pub struct FlowEvent {
     pub len: u32,
 }
 
+/// Most security events one worker hands over per second; the rest are counted in
+/// `events_dropped`.
+pub const EVENTS_PER_SECOND: u64 = 20_000;
+
+/// A worker's end of the event channel, paced by the TSC.
+struct EventGate {
+    tx: Sender<FlowEvent>,
+    /// TSC ticks between two events.
+    interval: u64,
+    /// No event before this TSC reading.
+    next: u64,
+}
+
+impl EventGate {
+    #[inline]
+    fn offer(&mut self, now: u64, ev: FlowEvent, counters: &WorkerCounters) {
+        if now < self.next {
+            counters.events_dropped.inc();
+            return;
+        }
+        match self.tx.try_send(ev) {
+            Ok(()) => {
+                counters.events_sent.inc();
+                // Credit for at most a short burst after a quiet spell.
+                self.next = self.next.max(now.saturating_sub(self.interval * 64)) + self.interval;
+            }
+            Err(_) => counters.events_dropped.inc(),
+        }
+    }
+}
+
 /// Whether a fresh decision goes to the management thread: a security event (a denial,
 /// a rule with `log: true`, a monitor-mode violation) or a discover-mode observation.
 #[inline]
@@ -206,7 +237,7 @@ struct PathState {
 pub struct Worker {
     index: usize,
     conntrack: Option<Conntrack>,
-    events: Option<Sender<FlowEvent>>,
+    events: Option<EventGate>,
     tsc_hz: u64,
     paths: Vec<PathState>,
     policy: Arc<SharedPolicy>,
@@ -243,9 +274,13 @@ impl Worker {
         }
     }
 
-    /// Reports security events ([`FlowEvent`]) to `events` (a bounded channel).
+    /// Reports security events ([`FlowEvent`]) to `events` (a bounded channel), at
+    /// most [`EVENTS_PER_SECOND`] a second: the management thread aggregates them per
+    /// flow anyway, and a flood of denied packets must not turn into a flood of work
+    /// (and cache pressure) beside the workers.
     pub fn with_events(mut self, events: Sender<FlowEvent>) -> Worker {
-        self.events = Some(events);
+        let interval = (self.tsc_hz / EVENTS_PER_SECOND).max(1);
+        self.events = Some(EventGate { tx: events, interval, next: 0 });
         self
     }
 
@@ -274,7 +309,8 @@ impl Worker {
                 state,
                 active,
                 self.conntrack.as_mut(),
-                self.events.as_ref(),
+                self.events.as_mut(),
+                now,
                 now_s,
                 self.index,
                 &self.counters,
@@ -307,7 +343,8 @@ fn process_path(
     state: &mut PathState,
     active: Option<&ActivePolicy>,
     mut conntrack: Option<&mut Conntrack>,
-    events: Option<&Sender<FlowEvent>>,
+    mut events: Option<&mut EventGate>,
+    now: u64,
     now_s: u32,
     worker: usize,
     counters: &WorkerCounters,
@@ -331,13 +368,12 @@ fn process_path(
         let judgement = match packet::parse(frame) {
             Ok(meta) => {
                 let j = judge_parsed(frame, &meta, active, conntrack.as_deref_mut(), now_s);
-                if let (Judgement::Decided { decision, fresh: true }, Some(tx), Some(active)) = (j, events, active) {
+                if let (Judgement::Decided { decision, fresh: true }, Some(gate), Some(active)) =
+                    (j, events.as_deref_mut(), active)
+                {
                     if is_event(&decision) {
                         let ev = FlowEvent { policy_version: active.version(), meta, decision, len: len as u32 };
-                        match tx.try_send(ev) {
-                            Ok(()) => counters.events_sent.inc(),
-                            Err(_) => counters.events_dropped.inc(),
-                        }
+                        gate.offer(now, ev, counters);
                     }
                 }
                 j

@@ -556,14 +556,25 @@ fn a_full_event_channel_is_counted_never_waited_for() {
     let (tx, rx) = crossbeam_channel::bounded(2);
     let (worker, counters) = bed.worker(shared(segmented_policy()), Arc::new(AtomicBool::new(false)));
     let mut worker = worker.with_events(tx);
-    // Ten denied flows (web -> api on port 22): ten events for a channel of two.
-    let denied: Vec<_> = (0..10).map(|i| tcp4([10, 1, 0, 5], [10, 2, 0, 7], 3000 + i, 22)).collect();
-    inject(&bed.west.b, &bed.pool, &denied);
-    pump(&mut worker, &counters, 10);
+    // Ten denied flows (web -> api on port 22), one at a time and slower than the
+    // worker's event pace: ten events for a channel of two.
+    for i in 0..10 {
+        inject(&bed.west.b, &bed.pool, &[tcp4([10, 1, 0, 5], [10, 2, 0, 7], 3000 + i, 22)]);
+        pump(&mut worker, &counters, u64::from(i) + 1);
+        std::thread::sleep(Duration::from_millis(1));
+    }
     assert_eq!(counters.drops[DropReason::PolicyDeny as usize].get(), 10, "every packet decided and dropped");
     assert_eq!((counters.events_sent.get(), counters.events_dropped.get()), (2, 8));
     let events: Vec<_> = rx.try_iter().collect();
     assert_eq!(events.len(), 2);
+    // A burst of 10 denials in one round: what the channel (2 free) takes is sent, the
+    // rest counted; nothing waits.
+    let burst: Vec<_> = (0..10).map(|i| tcp4([10, 1, 0, 5], [10, 2, 0, 7], 4000 + i, 22)).collect();
+    inject(&bed.west.b, &bed.pool, &burst);
+    pump(&mut worker, &counters, 20);
+    assert_eq!(counters.events_sent.get() + counters.events_dropped.get(), 20, "every event sent or counted");
+    assert_eq!(rx.try_iter().count() as u64, counters.events_sent.get() - 2);
+    assert!(counters.events_sent.get() <= 4);
     assert_eq!(events[0].decision.verdict, dataplane::policy::Verdict::Deny(DropReason::PolicyDeny));
     assert_eq!(bed.pool.available(), start);
 }
