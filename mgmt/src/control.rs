@@ -88,6 +88,11 @@ pub struct Status {
 /// A worker whose latest poll round is older than this is reported stalled.
 pub const STALLED_AFTER_SECS: f64 = 1.0;
 
+/// The workers whose heartbeat (seconds since their latest poll round) says they stalled.
+pub fn stalled_workers(heartbeat_ages: &[f64]) -> Vec<usize> {
+    heartbeat_ages.iter().enumerate().filter(|(_, a)| **a > STALLED_AFTER_SECS).map(|(i, _)| i).collect()
+}
+
 /// The answer to a successful `reload`.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ReloadOutcome {

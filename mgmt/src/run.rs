@@ -24,7 +24,7 @@ use dataplane::policy::{Mode, Policy};
 use dataplane::worker::{ActivePolicy, FlowEvent, Path as WorkerPath, SharedPolicy, Worker};
 
 use crate::config::{ApplianceConfig, Config, Device};
-use crate::control::{ControlServer, Handler, ReloadOutcome, Status, STALLED_AFTER_SECS};
+use crate::control::{stalled_workers, ControlServer, Handler, ReloadOutcome, Status};
 use crate::events::{Aggregator, Event, EventSink, EventVerdict};
 use crate::export::{http::MetricsServer, policy_digest, prometheus};
 use crate::learn::{learned_policy, policy_yaml, Observation};
@@ -465,7 +465,7 @@ impl Runtime {
             reloads_ok: st.reloads_ok,
             reloads_error: st.reloads_error,
             last_reload_error: st.last_error.clone(),
-            stalled_workers: ages.iter().enumerate().filter(|(_, a)| **a > STALLED_AFTER_SECS).map(|(i, _)| i).collect(),
+            stalled_workers: stalled_workers(&ages),
             worker_heartbeat_age_secs: ages,
             links: self
                 .port_names

@@ -210,3 +210,47 @@ fn default_path_is_under_a_runtime_dir() {
     let p = default_socket_path();
     assert!(p.ends_with("bulkhead.sock"), "{}", p.display());
 }
+
+/// A worker whose heartbeat stopped: its age grows, `status` names it and the metrics
+/// carry the age.
+#[test]
+fn a_stalled_worker_shows_in_status_and_metrics() {
+    use dataplane::counters::WorkerCounters;
+    let hz = 1_000_000_000u64;
+    let (alive, stalled) = (WorkerCounters::new(1), WorkerCounters::new(1));
+    alive.heartbeat_tsc.set(10 * hz - hz / 1000);
+    stalled.heartbeat_tsc.set(7 * hz);
+    let ages = crate::stats::heartbeat_ages(&[&alive, &stalled], 10 * hz, hz);
+    assert_eq!(stalled_workers(&ages), vec![1]);
+
+    let status = Status { workers: 2, stalled_workers: stalled_workers(&ages), worker_heartbeat_age_secs: ages.clone(), ..Default::default() };
+    let dir = tempfile::tempdir().unwrap();
+    struct One(Status);
+    impl Handler for One {
+        fn status(&self) -> Status {
+            self.0.clone()
+        }
+        fn stats(&self) -> crate::stats::Snapshot {
+            Default::default()
+        }
+        fn reload(&self) -> Result<ReloadOutcome, String> {
+            Err("no".into())
+        }
+        fn learn(&self) -> Result<String, String> {
+            Err("no".into())
+        }
+    }
+    let stop = Arc::new(AtomicBool::new(false));
+    let path = dir.path().join("s.sock");
+    let server = ControlServer::start(&path, Arc::new(One(status)), stop.clone()).unwrap();
+    let (mut out, mut err) = (Vec::new(), Vec::new());
+    assert_eq!(status_command(&path, &mut out, &mut err), 0);
+    let text = String::from_utf8(out).unwrap();
+    assert!(text.contains("workers: 2 (1 alive)") && text.contains("worker 1: STALLED (no poll round for 3.0 s)"), "{text}");
+    stop.store(true, Ordering::SeqCst);
+    server.join();
+
+    let extra = crate::export::prometheus::Extra { worker_heartbeat_age_secs: ages, ..Default::default() };
+    let metrics = crate::export::prometheus::render(&crate::stats::Snapshot::default(), &extra);
+    assert!(metrics.contains("bulkhead_worker_heartbeat_age_seconds{worker=\"1\"} 3"), "{metrics}");
+}
