@@ -13,3 +13,11 @@ echo "== build"
 cargo build --workspace --all-targets
 echo "== tests"
 cargo test --workspace -- --test-threads=2
+# Sanitizer and fuzzing rings: short, bounded runs (longer: scripts/fuzz.sh 3600).
+# BULKHEAD_QUICK=1 skips them for a fast local loop.
+if [ -z "${BULKHEAD_QUICK:-}" ]; then
+  echo "== AddressSanitizer: pcap corpus replay and fuzz regressions"
+  scripts/asan.sh
+  echo "== fuzz: 30 s per target"
+  scripts/fuzz.sh 30
+fi
