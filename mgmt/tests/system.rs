@@ -5,206 +5,21 @@
 //! and tears it down when it ends, pass or fail; tests run one at a time because each
 //! appliance busy-polls a core. All traffic stays between the test's own namespaces.
 
-use std::io::{BufRead, BufReader, Read};
-use std::path::{Path, PathBuf};
-use std::time::Instant;
-use std::process::{Child, Command, Output, Stdio};
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::mpsc;
-use std::sync::Mutex;
-use std::time::Duration;
+mod common;
+
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{config, counter, port_row, repo, serial, Appliance, Testbed};
 
 const WEB: &str = "10.10.1.10";
 const API: &str = "10.10.2.10";
 const DB: &str = "10.10.3.10";
 const API6: &str = "fd10:0:2::10";
 
-static SERIAL: Mutex<()> = Mutex::new(());
-
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
-}
-
-fn require_root() {
-    let uid = Command::new("id").arg("-u").output().expect("id -u");
-    assert_eq!(
-        String::from_utf8_lossy(&uid.stdout).trim(),
-        "0",
-        "system tests need root (network namespaces); CI runs as root"
-    );
-}
-
-/// A test-bed under a unique prefix; torn down on drop.
-struct Testbed {
-    prefix: String,
-}
-
-impl Testbed {
-    fn up() -> Testbed {
-        require_root();
-        static N: AtomicUsize = AtomicUsize::new(0);
-        let prefix = format!("bt{}x{}", std::process::id() % 100_000, N.fetch_add(1, Ordering::Relaxed));
-        let tb = Testbed { prefix };
-        let out = Command::new("bash").arg(repo().join("scripts/testbed.sh")).args(["up", &tb.prefix]).output().unwrap();
-        assert!(out.status.success(), "testbed up failed: {}", String::from_utf8_lossy(&out.stderr));
-        tb
-    }
-
-    /// Runs `args` in namespace `<prefix>-<host>`.
-    fn exec(&self, host: &str, args: &[&str]) -> Output {
-        Command::new("ip").args(["netns", "exec", &format!("{}-{host}", self.prefix)]).args(args).output().unwrap()
-    }
-
-    fn spawn(&self, host: &str, args: &[&str]) -> Child {
-        Command::new("ip")
-            .args(["netns", "exec", &format!("{}-{host}", self.prefix)])
-            .args(args)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap()
-    }
-
-    fn ping(&self, from: &str, to: &str, count: u32) -> bool {
-        self.exec(from, &["ping", "-c", &count.to_string(), "-i", "0.2", "-W", "1", to]).status.success()
-    }
-
-    /// Sends `bytes` over TCP from `from` to `to:port`; true when the server got them all.
-    fn tcp_transfer(&self, from: &str, server: &str, to: &str, port: u16, bytes: usize) -> bool {
-        let probe = repo().join("scripts/netprobe.py");
-        let probe = probe.to_str().unwrap();
-        let srv = self.spawn(server, &["python3", probe, "tcp-server", "--port", &port.to_string(), "--timeout", "6"]);
-        std::thread::sleep(Duration::from_millis(300));
-        let client = self.exec(
-            from,
-            &["python3", probe, "tcp-client", "--host", to, "--port", &port.to_string(), "--bytes", &bytes.to_string(), "--timeout", "4"],
-        );
-        let srv = srv.wait_with_output().unwrap();
-        let sent = String::from_utf8_lossy(&client.stdout).trim().to_string();
-        let got = String::from_utf8_lossy(&srv.stdout).trim().to_string();
-        client.status.success() && srv.status.success() && sent == got && got.starts_with(&bytes.to_string())
-    }
-}
-
-impl Testbed {
-    /// One UDP datagram of `size` bytes from `client` (source port `sport`) to
-    /// `to:port` on `server`, echoed back; true when the echo arrived.
-    fn udp_exchange(&self, client: &str, server: &str, to: &str, port: u16, sport: u16, size: usize) -> bool {
-        let probe = repo().join("scripts/netprobe.py");
-        let probe = probe.to_str().unwrap();
-        let mut srv = self.spawn(server, &["python3", probe, "udp-server", "--port", &port.to_string(), "--timeout", "3"]);
-        std::thread::sleep(Duration::from_millis(300));
-        let out = self.exec(
-            client,
-            &["python3", probe, "udp-client", "--host", to, "--port", &port.to_string(), "--sport", &sport.to_string(), "--size", &size.to_string(), "--timeout", "1.5"],
-        );
-        let _ = srv.kill();
-        let _ = srv.wait();
-        out.status.success()
-    }
-}
-
-impl Drop for Testbed {
-    fn drop(&mut self) {
-        let _ = Command::new("bash").arg(repo().join("scripts/testbed.sh")).args(["down", &self.prefix]).output();
-    }
-}
-
-/// The running appliance in the test-bed's `app` namespace; killed on drop. Its
-/// control socket and events file live in a temporary directory of the test's own.
-struct Appliance {
-    child: Option<Child>,
-    stderr: mpsc::Receiver<String>,
-    dir: tempfile::TempDir,
-    config: PathBuf,
-    /// What it printed on stderr before it said it was forwarding.
-    startup: Vec<String>,
-}
-
-impl Appliance {
-    fn start(tb: &Testbed, config_yaml: &str) -> Appliance {
-        let dir = tempfile::tempdir().unwrap();
-        let config = dir.path().join("bulkhead.yaml");
-        std::fs::write(&config, Self::localise(&dir, config_yaml)).unwrap();
-        let mut child = Command::new("ip")
-            .args(["netns", "exec", &format!("{}-app", tb.prefix), env!("CARGO_BIN_EXE_bulkhead"), "run", "--config"])
-            .arg(&config)
-            .args(["--duration", "60"])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let (tx, rx) = mpsc::channel();
-        let stderr = child.stderr.take().unwrap();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                let _ = tx.send(line);
-            }
-        });
-        let mut app = Appliance { child: Some(child), stderr: rx, dir, config, startup: Vec::new() };
-        loop {
-            match app.stderr.recv_timeout(Duration::from_secs(20)) {
-                Ok(line) if line.contains("bulkhead: forwarding") => return app,
-                Ok(line) => app.startup.push(line),
-                Err(_) => panic!("bulkhead did not start:\n{}", app.startup.join("\n")),
-            }
-        }
-    }
-
-    /// Points the demo's control socket and events file into the test's directory.
-    fn localise(dir: &tempfile::TempDir, yaml: &str) -> String {
-        yaml.replace("/run/bulkhead/demo.sock", &dir.path().join("control.sock").display().to_string())
-            .replace("/tmp/bulkhead-demo-events.jsonl", &dir.path().join("events.jsonl").display().to_string())
-    }
-
-    fn socket(&self) -> PathBuf {
-        self.dir.path().join("control.sock")
-    }
-
-    /// Replaces the configuration file (atomically, as an editor would).
-    fn rewrite(&self, yaml: &str) {
-        let tmp = self.dir.path().join("next.yaml");
-        std::fs::write(&tmp, Self::localise(&self.dir, yaml)).unwrap();
-        std::fs::rename(&tmp, &self.config).unwrap();
-    }
-
-    /// Runs `bulkhead ARGS --socket <its socket>`; (exit code, stdout + stderr).
-    fn cli(&self, args: &[&str]) -> (i32, String) {
-        let out = Command::new(env!("CARGO_BIN_EXE_bulkhead")).args(args).arg("--socket").arg(self.socket()).output().unwrap();
-        (out.status.code().unwrap_or(-1), format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)))
-    }
-
-    fn events(&self) -> Vec<serde_json::Value> {
-        std::fs::read_to_string(self.dir.path().join("events.jsonl"))
-            .unwrap_or_default()
-            .lines()
-            .map(|l| serde_json::from_str(l).expect("an event line is JSON"))
-            .collect()
-    }
-
-    /// SIGTERM, wait, and return what it printed on stdout (the final counters).
-    fn stop(mut self) -> String {
-        let mut child = self.child.take().unwrap();
-        Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
-        let mut out = String::new();
-        child.stdout.take().unwrap().read_to_string(&mut out).unwrap();
-        let status = child.wait().unwrap();
-        assert!(status.success(), "bulkhead exited with {status}; stdout:\n{out}");
-        out
-    }
-}
-
-impl Drop for Appliance {
-    fn drop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
-
 fn demo_config() -> String {
-    std::fs::read_to_string(repo().join("configs/demo.yaml")).unwrap()
+    config("demo.yaml")
 }
 
 /// The demo's appliance section with a policy that allows everything.
@@ -214,31 +29,16 @@ fn allow_all_config() -> String {
     format!("{appliance}\nsegments:\n  - name: all\n    cidrs: [0.0.0.0/0, \"::/0\"]\ndefault: allow\nintra_segment: allow\nunmatched: drop\n")
 }
 
-/// Value of counter line `name` (first number after it) in a report.
-fn counter(report: &str, name: &str) -> u64 {
-    report
-        .lines()
-        .find(|l| l.trim_start().starts_with(name))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0)
-}
 
-/// rx_packets, rx_bytes, tx_packets, tx_bytes of port `name` in a report.
-fn port_row(report: &str, name: &str) -> [u64; 4] {
-    let line = report.lines().find(|l| l.split_whitespace().next() == Some(name)).expect("port row");
-    let v: Vec<u64> = line.split_whitespace().skip(1).take(4).map(|x| x.parse().unwrap()).collect();
-    [v[0], v[1], v[2], v[3]]
-}
 
 #[test]
 fn ping_and_tcp_cross_the_appliance_and_stop_when_it_stops() {
-    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    let tb = Testbed::up();
+    let _serial = serial();
+    let tb = Testbed::up("testbed.sh", "bt");
     // Without the appliance the two sides are not connected at all.
     assert!(!tb.ping("web", API, 1), "west and east must only meet through bulkhead");
 
-    let app = Appliance::start(&tb, &allow_all_config());
+    let app = Appliance::start(&tb, "app", &allow_all_config());
     assert!(tb.ping("web", API, 3), "ping web -> api through bulkhead");
     assert!(tb.ping("api", WEB, 2), "ping api -> web through bulkhead");
     assert!(tb.tcp_transfer("web", "api", API, 5001, 2 << 20), "2 MiB over TCP web -> api");
@@ -254,9 +54,9 @@ fn ping_and_tcp_cross_the_appliance_and_stop_when_it_stops() {
 
 #[test]
 fn segments_allow_and_deny_by_policy() {
-    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    let tb = Testbed::up();
-    let app = Appliance::start(&tb, &demo_config());
+    let _serial = serial();
+    let tb = Testbed::up("testbed.sh", "bt");
+    let app = Appliance::start(&tb, "app", &demo_config());
 
     assert!(tb.ping("web", API, 2), "web -> api ping is allowed");
     assert!(tb.exec("web", &["ping", "-6", "-c", "2", "-i", "0.2", "-W", "1", API6]).status.success(), "web -> api ping6");
@@ -285,9 +85,9 @@ fn demo_with(replacements: &[(&str, &str)]) -> String {
 
 #[test]
 fn connections_are_stateful_in_both_directions() {
-    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    let tb = Testbed::up();
-    let app = Appliance::start(&tb, &demo_with(&[("udp: 30, udp_stream: 180, icmp: 30", "udp: 2, udp_stream: 2, icmp: 2")]));
+    let _serial = serial();
+    let tb = Testbed::up("testbed.sh", "bt");
+    let app = Appliance::start(&tb, "app", &demo_with(&[("udp: 30, udp_stream: 180, icmp: 30", "udp: 2, udp_stream: 2, icmp: 2")]));
 
     // TCP opened from the allowed side: data both ways (the server answers with a digest).
     assert!(tb.tcp_transfer("web", "api", API, 8080, 512 << 10), "web -> api tcp/8080, both ways");
@@ -324,9 +124,9 @@ fn connections_are_stateful_in_both_directions() {
 
 #[test]
 fn syn_flood_keeps_the_table_bounded_and_established_flows_alive() {
-    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    let tb = Testbed::up();
-    let app = Appliance::start(&tb, &demo_with(&[("capacity: 65536", "capacity: 256")]));
+    let _serial = serial();
+    let tb = Testbed::up("testbed.sh", "bt");
+    let app = Appliance::start(&tb, "app", &demo_with(&[("capacity: 65536", "capacity: 256")]));
     let probe = repo().join("scripts/netprobe.py");
     let probe = probe.to_str().unwrap();
 
@@ -377,10 +177,10 @@ fn status_version(app: &Appliance) -> u64 {
 
 #[test]
 fn reload_status_metrics_and_events() {
-    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    let tb = Testbed::up();
+    let _serial = serial();
+    let tb = Testbed::up("testbed.sh", "bt");
     let demo = demo_config();
-    let app = Appliance::start(&tb, &demo);
+    let app = Appliance::start(&tb, "app", &demo);
 
     // A denied flow becomes a security event naming segments, protocol and verdict.
     assert!(!tb.ping("web", DB, 2));
@@ -451,8 +251,8 @@ fn reload_status_metrics_and_events() {
 
 #[test]
 fn events_reach_a_real_syslog_receiver_as_rfc5424() {
-    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    let tb = Testbed::up();
+    let _serial = serial();
+    let tb = Testbed::up("testbed.sh", "bt");
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path().display();
     let conf = format!(
@@ -475,7 +275,7 @@ input(type="imtcp" address="127.0.0.1" port="5515" ruleset="bh")
         "      - { type: file, path: /tmp/bulkhead-demo-events.jsonl, format: json }",
         "      - { type: syslog, transport: udp, address: \"127.0.0.1:5514\", format: cef }\n      - { type: syslog, transport: tcp, address: \"127.0.0.1:5515\", format: text }",
     );
-    let app = Appliance::start(&tb, &config);
+    let app = Appliance::start(&tb, "app", &config);
     assert!(!tb.ping("web", DB, 2), "denied");
     assert!(!tb.tcp_transfer("web", "api", API, 22, 100), "denied");
     let out = dir.path().join("out.log");
@@ -507,15 +307,15 @@ input(type="imtcp" address="127.0.0.1" port="5515" ruleset="bh")
 
 #[test]
 fn monitor_and_discover_modes_and_learn() {
-    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    let tb = Testbed::up();
+    let _serial = serial();
+    let tb = Testbed::up("testbed.sh", "bt");
     // web monitors; ops and db discover; api protects.
     let config = demo_with(&[
         ("  - name: web\n    cidrs: [10.10.1.0/24, \"fd10:0:1::/48\"]\n", "  - name: web\n    cidrs: [10.10.1.0/24, \"fd10:0:1::/48\"]\n    mode: monitor\n"),
         ("  - name: db\n    cidrs: [10.10.3.0/24, \"fd10:0:3::/48\"]\n", "  - name: db\n    cidrs: [10.10.3.0/24, \"fd10:0:3::/48\"]\n    mode: discover\n"),
         ("  - name: ops\n    cidrs: [10.10.4.0/24, \"fd10:0:4::/48\"]\n", "  - name: ops\n    cidrs: [10.10.4.0/24, \"fd10:0:4::/48\"]\n    mode: discover\n"),
     ]);
-    let app = Appliance::start(&tb, &config);
+    let app = Appliance::start(&tb, "app", &config);
 
     // Monitor: web -> db is denied by the rules, forwarded, and reported.
     assert!(tb.ping("web", DB, 2), "monitor mode forwards what the policy denies");
@@ -545,9 +345,9 @@ fn monitor_and_discover_modes_and_learn() {
 
 #[test]
 fn broken_configs_sent_as_reloads_leave_the_running_policy_and_traffic() {
-    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    let tb = Testbed::up();
-    let app = Appliance::start(&tb, &demo_config());
+    let _serial = serial();
+    let tb = Testbed::up("testbed.sh", "bt");
+    let app = Appliance::start(&tb, "app", &demo_config());
     let mut broken: Vec<PathBuf> = std::fs::read_dir(repo().join("mgmt/tests/broken"))
         .unwrap()
         .map(|e| e.unwrap().path())
@@ -579,8 +379,8 @@ fn broken_configs_sent_as_reloads_leave_the_running_policy_and_traffic() {
 
 #[test]
 fn two_workers_share_the_flows_and_keep_both_directions_together() {
-    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    let tb = Testbed::up();
+    let _serial = serial();
+    let tb = Testbed::up("testbed.sh", "bt");
     // Two queue pairs per af_packet port (the kernel spreads flows by a symmetric hash),
     // a worker on each core; the management thread then shares a core.
     let config = demo_with(&[
@@ -589,7 +389,7 @@ fn two_workers_share_the_flows_and_keep_both_directions_together() {
         ("  workers: [1]", "  workers: [0, 1]"),
         ("  management_core: 0", "  # management_core: not pinned"),
     ]);
-    let app = Appliance::start(&tb, &config);
+    let app = Appliance::start(&tb, "app", &config);
     // Stateful TCP needs both directions of each connection on the worker that saw its
     // SYN: every one of these connections only completes if the spreading is symmetric.
     for i in 0..10 {
@@ -609,10 +409,10 @@ fn two_workers_share_the_flows_and_keep_both_directions_together() {
 
 #[test]
 fn a_single_queue_device_runs_one_worker_and_says_so() {
-    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    let tb = Testbed::up();
+    let _serial = serial();
+    let tb = Testbed::up("testbed.sh", "bt");
     let config = demo_with(&[("  workers: [1]", "  workers: [0, 1]"), ("  management_core: 0", "  # management_core: not pinned")]);
-    let app = Appliance::start(&tb, &config);
+    let app = Appliance::start(&tb, "app", &config);
     assert!(
         app.startup.iter().any(|l| l.contains("running 1 of 2 workers") && l.contains("qpairs=2")),
         "start-up says why only one worker runs: {:?}",

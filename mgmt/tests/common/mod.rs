@@ -1,4 +1,4 @@
-//! Shared harness of the deployment system tests (`system_wire.rs`,
+//! Shared harness of the system tests (`system.rs`, `system_wire.rs`,
 //! `system_gateway.rs`): a network-namespace test-bed made by one of the test-bed
 //! scripts under a unique prefix and removed on drop, and the real `bulkhead` binary
 //! running in one of its namespaces, killed on drop. Needs root.
@@ -105,6 +105,22 @@ impl Testbed {
         client.status.success() && srv.status.success() && sent == got && got.starts_with(&bytes.to_string())
     }
 
+    /// One UDP datagram of `size` bytes from `client` (source port `sport`) to
+    /// `to:port` on `server`, echoed back; true when the echo arrived.
+    pub fn udp_exchange(&self, client: &str, server: &str, to: &str, port: u16, sport: u16, size: usize) -> bool {
+        let probe = repo().join("scripts/netprobe.py");
+        let probe = probe.to_str().unwrap();
+        let mut srv = self.spawn(server, &["python3", probe, "udp-server", "--port", &port.to_string(), "--timeout", "3"]);
+        std::thread::sleep(Duration::from_millis(300));
+        let out = self.exec(
+            client,
+            &["python3", probe, "udp-client", "--host", to, "--port", &port.to_string(), "--sport", &sport.to_string(), "--size", &size.to_string(), "--timeout", "1.5"],
+        );
+        let _ = srv.kill();
+        let _ = srv.wait();
+        out.status.success()
+    }
+
     /// The MAC address of `dev` in `<prefix>-<host>`.
     pub fn mac(&self, host: &str, dev: &str) -> String {
         self.must(host, &["cat", &format!("/sys/class/net/{dev}/address")]).trim().to_string()
@@ -160,11 +176,16 @@ impl Drop for Capture {
     }
 }
 
-/// The running appliance in namespace `<prefix>-<ns>`; killed on drop.
+/// The running appliance in namespace `<prefix>-<ns>`; killed on drop. Its control
+/// socket and events file live in a temporary directory of the test's own (the demo
+/// config's paths are rewritten there).
 pub struct Appliance {
-    child: Option<Child>,
+    pub child: Option<Child>,
     stderr: mpsc::Receiver<String>,
-    _config: tempfile::TempPath,
+    pub dir: tempfile::TempDir,
+    pub config: PathBuf,
+    /// What it printed on stderr before it said it was forwarding.
+    pub startup: Vec<String>,
 }
 
 impl Appliance {
@@ -178,8 +199,9 @@ impl Appliance {
 
     /// Starts `bulkhead run`; `Err(what it printed)` if it did not reach forwarding.
     pub fn try_start(tb: &Testbed, ns: &str, config_yaml: &str) -> Result<Appliance, String> {
-        let config = tempfile::Builder::new().suffix(".yaml").tempfile().unwrap().into_temp_path();
-        std::fs::write(&config, config_yaml).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let config = dir.path().join("bulkhead.yaml");
+        std::fs::write(&config, Self::localise(&dir, config_yaml)).unwrap();
         let mut child = Command::new("ip")
             .args(["netns", "exec", &tb.ns(ns), env!("CARGO_BIN_EXE_bulkhead"), "run", "--config"])
             .arg(&config)
@@ -195,23 +217,54 @@ impl Appliance {
                 let _ = tx.send(line);
             }
         });
-        let mut app = Appliance { child: Some(child), stderr: rx, _config: config };
-        let mut seen = Vec::new();
+        let mut app = Appliance { child: Some(child), stderr: rx, dir, config, startup: Vec::new() };
         loop {
             match app.stderr.recv_timeout(Duration::from_secs(20)) {
                 Ok(line) if line.contains("bulkhead: forwarding") => return Ok(app),
-                Ok(line) => seen.push(line),
+                Ok(line) => app.startup.push(line),
                 Err(_) => {
                     if let Some(mut child) = app.child.take() {
                         let _ = child.kill();
                         if let Ok(status) = child.wait() {
-                            seen.push(format!("(exit: {status})"));
+                            app.startup.push(format!("(exit: {status})"));
                         }
                     }
-                    return Err(seen.join("\n"));
+                    return Err(app.startup.join("\n"));
                 }
             }
         }
+    }
+
+    /// Points the demo's control socket and events file into the test's directory.
+    fn localise(dir: &tempfile::TempDir, yaml: &str) -> String {
+        yaml.replace("/run/bulkhead/demo.sock", &dir.path().join("control.sock").display().to_string())
+            .replace("/tmp/bulkhead-demo-events.jsonl", &dir.path().join("events.jsonl").display().to_string())
+    }
+
+    pub fn socket(&self) -> PathBuf {
+        self.dir.path().join("control.sock")
+    }
+
+    /// Replaces the configuration file (atomically, as an editor would).
+    pub fn rewrite(&self, yaml: &str) {
+        let tmp = self.dir.path().join("next.yaml");
+        std::fs::write(&tmp, Self::localise(&self.dir, yaml)).unwrap();
+        std::fs::rename(&tmp, &self.config).unwrap();
+    }
+
+    /// Runs `bulkhead ARGS --socket <its socket>`; (exit code, stdout + stderr).
+    pub fn cli(&self, args: &[&str]) -> (i32, String) {
+        let out = Command::new(env!("CARGO_BIN_EXE_bulkhead")).args(args).arg("--socket").arg(self.socket()).output().unwrap();
+        (out.status.code().unwrap_or(-1), text(&out))
+    }
+
+    /// The security events written so far (JSON lines).
+    pub fn events(&self) -> Vec<serde_json::Value> {
+        std::fs::read_to_string(self.dir.path().join("events.jsonl"))
+            .unwrap_or_default()
+            .lines()
+            .map(|l| serde_json::from_str(l).expect("an event line is JSON"))
+            .collect()
     }
 
     /// SIGTERM, wait, and return what it printed on stdout (the final counters).
