@@ -40,11 +40,9 @@ UPSTREAM=192.168.60.1
 CONTAINERS=(web db)
 declare -A V4=([web]=10.20.1.10 [db]=10.20.1.20)
 
-ns() { ip netns exec "$P-$1" "${@:2}"; }
+# shellcheck source=netns-lib.sh
+source "$(dirname "$0")/netns-lib.sh"
 
-# See testbed.sh: af_packet and tap must not see offloaded (oversized or
-# un-checksummed) frames.
-no_offload() { ns "$1" ethtool -K "$2" tx off tso off gso off gro off >/dev/null 2>&1 || true; }
 
 up() {
   down quiet
@@ -119,10 +117,7 @@ detach() {
 
 down() {
   local quiet=${1:-}
-  for n in $(ip netns list 2>/dev/null | awk '{print $1}' | grep "^$P-" || true); do
-    ip netns pids "$n" 2>/dev/null | xargs -r kill -9 2>/dev/null || true
-    ip netns del "$n" 2>/dev/null || true
-  done
+  remove_namespaces
   [ -n "$quiet" ] || echo "testbed-gateway $P: down"
 }
 

@@ -23,11 +23,8 @@ HOSTS_EAST=(api db)
 declare -A V4=([web]=10.10.1.10 [api]=10.10.2.10 [db]=10.10.3.10 [ops]=10.10.4.10)
 declare -A V6=([web]=fd10:0:1::10 [api]=fd10:0:2::10 [db]=fd10:0:3::10 [ops]=fd10:0:4::10)
 
-ns() { ip netns exec "$P-$1" "${@:2}"; }
-
-# Checksum/segmentation offloads on veths make af_packet see oversized or
-# un-checksummed frames; TCP through the appliance then stalls. Turn them off.
-no_offload() { ns "$1" ethtool -K "$2" tx off tso off gso off gro off >/dev/null 2>&1 || true; }
+# shellcheck source=netns-lib.sh
+source "$(dirname "$0")/netns-lib.sh"
 
 up() {
   down quiet
@@ -68,10 +65,7 @@ up() {
 
 down() {
   local quiet=${1:-}
-  for n in $(ip netns list 2>/dev/null | awk '{print $1}' | grep "^$P-" || true); do
-    ip netns pids "$n" 2>/dev/null | xargs -r kill -9 2>/dev/null || true
-    ip netns del "$n" 2>/dev/null || true
-  done
+  remove_namespaces
   [ -n "$quiet" ] || echo "testbed $P: down"
 }
 

@@ -201,6 +201,20 @@ pub struct PacketMeta {
 }
 
 impl PacketMeta {
+    /// A frame that is not IP (ARP, LLDP, an 802.3 length, ...): no addresses, no L4.
+    pub fn non_ip(outer_vlan: Option<u16>, inner_vlan: Option<u16>, ethertype: u16) -> PacketMeta {
+        PacketMeta {
+            outer_vlan,
+            inner_vlan,
+            ethertype,
+            addrs: None,
+            proto: 0,
+            l4: L4::None,
+            tcp_flags: 0,
+            fragment: Fragment::None,
+        }
+    }
+
     /// The VLAN id segments are matched against: the innermost tag (the C-tag of a QinQ
     /// frame, or the only 802.1Q tag), if any.
     pub fn vlan(&self) -> Option<u16> {
@@ -287,16 +301,7 @@ pub fn parse(frame: &[u8]) -> Result<PacketMeta, ParseError> {
     match ethertype {
         ETHERTYPE_IPV4 => ip::ipv4(link, l3),
         ETHERTYPE_IPV6 => ip::ipv6(link, l3),
-        _ => Ok(PacketMeta {
-            outer_vlan,
-            inner_vlan,
-            ethertype,
-            addrs: None,
-            proto: 0,
-            l4: L4::None,
-            tcp_flags: 0,
-            fragment: Fragment::None,
-        }),
+        _ => Ok(PacketMeta::non_ip(outer_vlan, inner_vlan, ethertype)),
     }
 }
 

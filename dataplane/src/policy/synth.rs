@@ -403,16 +403,7 @@ pub fn traffic(
             };
             if rng.chance(non_ip) {
                 let ethertype = rng.pick(&[ETHERTYPE_ARP, 0x88cc, 0x8847, 0x0806], ETHERTYPE_ARP);
-                return PacketMeta {
-                    outer_vlan,
-                    inner_vlan,
-                    ethertype,
-                    addrs: None,
-                    proto: 0,
-                    l4: L4::None,
-                    tcp_flags: 0,
-                    fragment: Fragment::None,
-                };
+                return PacketMeta::non_ip(outer_vlan, inner_vlan, ethertype);
             }
             let is_v6 = if v6.is_empty() {
                 false
