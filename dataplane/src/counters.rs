@@ -195,6 +195,10 @@ pub struct WorkerCounters {
     pub polls: Counter,
     /// Loop rounds that received at least one packet (busy ratio = busy_polls / polls).
     pub busy_polls: Counter,
+    /// Timestamp-counter cycles spent in rounds that received packets: the worker's
+    /// cost of its traffic (cycles per packet = busy_cycles / the worker's received packets), with
+    /// the idle polling of a poll-mode core left out.
+    pub busy_cycles: Counter,
     /// Timestamp counter at the start of the latest round (the worker's heartbeat).
     pub heartbeat_tsc: Counter,
     /// Version of the policy the worker used in its latest round (0: none).
@@ -213,6 +217,7 @@ impl WorkerCounters {
             ports: (0..ports).map(|_| PortCounters::default()).collect(),
             polls: Counter::default(),
             busy_polls: Counter::default(),
+            busy_cycles: Counter::default(),
             heartbeat_tsc: Counter::default(),
             policy_version: Counter::default(),
             events_sent: Counter::default(),

@@ -319,12 +319,13 @@ impl Worker {
         if let Some(ct) = self.conntrack.as_mut() {
             ct.expire(now_s, CT_SWEEP_BUDGET);
         }
-        if received > 0 {
-            self.counters.busy_polls.inc();
-        }
         if now.wrapping_sub(self.last_drain_tsc) >= self.drain_interval_tsc {
             self.flush_all();
             self.last_drain_tsc = now;
+        }
+        if received > 0 {
+            self.counters.busy_polls.inc();
+            self.counters.busy_cycles.add(dpdk::tsc().wrapping_sub(now));
         }
         received
     }

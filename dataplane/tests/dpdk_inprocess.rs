@@ -390,6 +390,8 @@ fn worker_runs_on_an_lcore_and_stops_on_request() {
     assert_eq!(running.stop(), 0);
     assert_eq!(got, frames);
     assert!(counters.polls.get() > 0 && counters.busy_polls.get() > 0);
+    // Busy rounds took time: at least one timestamp-counter tick per busy round.
+    assert!(counters.busy_cycles.get() >= counters.busy_polls.get(), "busy cycles not counted");
     assert_eq!(bed.pool.available(), start);
 }
 

@@ -142,6 +142,39 @@ impl PolicyTotals {
     }
 }
 
+/// One worker's loop counters.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct WorkerSnapshot {
+    /// Loop rounds.
+    pub polls: u64,
+    /// Rounds that received packets.
+    pub busy_polls: u64,
+    /// Timestamp-counter cycles spent in the rounds that received packets.
+    pub busy_cycles: u64,
+    /// Packets the worker received, all its ports.
+    pub rx_packets: u64,
+}
+
+impl WorkerSnapshot {
+    /// Share of the rounds that received packets.
+    pub fn busy_ratio(&self) -> f64 {
+        if self.polls == 0 {
+            0.0
+        } else {
+            self.busy_polls as f64 / self.polls as f64
+        }
+    }
+
+    /// Cycles the worker spent per packet it received (0 before the first packet).
+    pub fn cycles_per_packet(&self) -> f64 {
+        if self.rx_packets == 0 {
+            0.0
+        } else {
+            self.busy_cycles as f64 / self.rx_packets as f64
+        }
+    }
+}
+
 /// All counters at one instant.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct Snapshot {
@@ -165,8 +198,8 @@ pub struct Snapshot {
     pub pairs: Vec<PairSnapshot>,
     /// Packets whose segment pair found no counter slot.
     pub pair_overflow: u64,
-    /// Per worker: (loop rounds, rounds that received packets).
-    pub workers: Vec<(u64, u64)>,
+    /// Per worker.
+    pub workers: Vec<WorkerSnapshot>,
     /// Connection tracking (`None` when disabled).
     pub conntrack: Option<ConntrackSnapshot>,
     /// Per worker: security events lost to a full channel.
@@ -209,7 +242,15 @@ impl Snapshot {
             .iter()
             .map(|&r| (r, workers.iter().map(|w| w.drops[r as usize].get()).sum()))
             .collect();
-        s.workers = workers.iter().map(|w| (w.polls.get(), w.busy_polls.get())).collect();
+        s.workers = workers
+            .iter()
+            .map(|w| WorkerSnapshot {
+                polls: w.polls.get(),
+                busy_polls: w.busy_polls.get(),
+                busy_cycles: w.busy_cycles.get(),
+                rx_packets: w.ports.iter().map(|p| p.rx_packets.get()).sum(),
+            })
+            .collect();
         s.worker_events_dropped = workers.iter().map(|w| w.events_dropped.get()).collect();
         let mut totals = retired.clone();
         if let Some(active) = active {
@@ -282,9 +323,14 @@ impl Snapshot {
                 ct.entries, ct.inserts, ct.expiries, ct.evictions, ct.table_full, ct.revoked, ct.hits, ct.related
             );
         }
-        for (i, (polls, busy)) in self.workers.iter().enumerate() {
-            let ratio = if *polls == 0 { 0.0 } else { *busy as f64 / *polls as f64 };
-            let _ = writeln!(out, "worker {i}: {polls} polls, busy ratio {ratio:.3}");
+        for (i, w) in self.workers.iter().enumerate() {
+            let _ = writeln!(
+                out,
+                "worker {i}: {} polls, busy ratio {:.3}, {:.0} cycles/packet",
+                w.polls,
+                w.busy_ratio(),
+                w.cycles_per_packet()
+            );
         }
         out
     }

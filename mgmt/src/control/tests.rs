@@ -4,7 +4,7 @@ use std::time::Instant;
 use dataplane::counters::DropReason;
 
 use super::*;
-use crate::stats::{PairSnapshot, PortSnapshot};
+use crate::stats::{PairSnapshot, PortSnapshot, WorkerSnapshot};
 
 struct Mock {
     reloads: Mutex<u64>,
@@ -42,7 +42,7 @@ impl Handler for Mock {
             }],
             drops: DropReason::ALL.iter().map(|&r| (r, u64::from(r == DropReason::PolicyDeny) * 5)).collect(),
             pairs: vec![PairSnapshot { src: "web".into(), dst: "api".into(), allowed_packets: 9, ..Default::default() }],
-            workers: vec![(100, 25)],
+            workers: vec![WorkerSnapshot { polls: 100, busy_polls: 25, busy_cycles: 2500, rx_packets: 50 }],
             ..Default::default()
         }
     }

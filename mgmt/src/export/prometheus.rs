@@ -154,12 +154,20 @@ pub fn render(snapshot: &Snapshot, extra: &Extra) -> String {
 
     // Workers.
     o.family("bulkhead_worker_polls_total", "counter", "Poll rounds of the worker.");
-    for (i, (polls, _)) in snapshot.workers.iter().enumerate() {
-        o.sample("bulkhead_worker_polls_total", &[("worker", &i.to_string())], *polls);
+    for (i, w) in snapshot.workers.iter().enumerate() {
+        o.sample("bulkhead_worker_polls_total", &[("worker", &i.to_string())], w.polls);
     }
     o.family("bulkhead_worker_busy_polls_total", "counter", "Poll rounds of the worker that received packets.");
-    for (i, (_, busy)) in snapshot.workers.iter().enumerate() {
-        o.sample("bulkhead_worker_busy_polls_total", &[("worker", &i.to_string())], *busy);
+    for (i, w) in snapshot.workers.iter().enumerate() {
+        o.sample("bulkhead_worker_busy_polls_total", &[("worker", &i.to_string())], w.busy_polls);
+    }
+    o.family(
+        "bulkhead_worker_busy_cycles_total",
+        "counter",
+        "Timestamp-counter cycles the worker spent in poll rounds that received packets (divided by its received packets: cycles per packet).",
+    );
+    for (i, w) in snapshot.workers.iter().enumerate() {
+        o.sample("bulkhead_worker_busy_cycles_total", &[("worker", &i.to_string())], w.busy_cycles);
     }
     o.family(
         "bulkhead_worker_events_dropped_total",
@@ -174,9 +182,8 @@ pub fn render(snapshot: &Snapshot, extra: &Extra) -> String {
         "gauge",
         "Share of the worker's poll rounds that received packets, since start (rate() of the two counters gives it over a window).",
     );
-    for (i, (polls, busy)) in snapshot.workers.iter().enumerate() {
-        let ratio = if *polls == 0 { 0.0 } else { *busy as f64 / *polls as f64 };
-        o.sample("bulkhead_worker_busy_ratio", &[("worker", &i.to_string())], F(ratio));
+    for (i, w) in snapshot.workers.iter().enumerate() {
+        o.sample("bulkhead_worker_busy_ratio", &[("worker", &i.to_string())], F(w.busy_ratio()));
     }
     o.family("bulkhead_worker_heartbeat_age_seconds", "gauge", "Seconds since the worker last started a poll round.");
     for (i, age) in extra.worker_heartbeat_age_secs.iter().enumerate() {
@@ -274,7 +281,7 @@ mod tests {
     use dataplane::dpdk::PortStats;
 
     use super::*;
-    use crate::stats::{PairSnapshot, PortSnapshot, RuleSnapshot};
+    use crate::stats::{PairSnapshot, PortSnapshot, RuleSnapshot, WorkerSnapshot};
 
     /// A snapshot with every kind of figure, and label values that need escaping.
     /// Every metric the Grafana dashboard queries is one bulkhead exports.
@@ -334,7 +341,10 @@ mod tests {
                 denied_bytes: 420,
             }],
             pair_overflow: 0,
-            workers: vec![(1000, 250), (0, 0)],
+            workers: vec![
+                WorkerSnapshot { polls: 1000, busy_polls: 250, busy_cycles: 90_000, rx_packets: 1000 },
+                WorkerSnapshot::default(),
+            ],
             conntrack: Some(crate::stats::ConntrackSnapshot { entries: 3, inserts: 9, expiries: 6, ..Default::default() }),
             worker_events_dropped: vec![0, 3],
         };
@@ -371,6 +381,7 @@ mod tests {
             "bulkhead_policy_info{version=\"3\",sha256=\"5a0a4e3a6a2d8d6c5bd9e8c07b8f0b2dc9a1f2c31c8d1f7e4a2b1a7c9e0d3f21\"} 1",
             "bulkhead_policy_reloads_total{result=\"ok\"} 2",
             "bulkhead_policy_reloads_total{result=\"error\"} 1",
+            "bulkhead_worker_busy_cycles_total{worker=\"0\"} 90000",
             "bulkhead_worker_busy_ratio{worker=\"0\"} 0.25",
             "bulkhead_worker_busy_ratio{worker=\"1\"} 0",
             "bulkhead_worker_heartbeat_age_seconds{worker=\"1\"} +Inf",
