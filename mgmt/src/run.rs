@@ -426,6 +426,7 @@ impl Runtime {
         };
         let mut s = Snapshot::take(&self.port_names, driver, &refs, active.as_deref(), &totals);
         s.uptime_secs = self.started.elapsed().as_secs_f64();
+        s.tsc_hz = dpdk::tsc_hz();
         if self.appliance.conntrack.is_some() {
             s.conntrack = Some(ConntrackSnapshot::sum(&self.ct_counters.iter().map(Arc::as_ref).collect::<Vec<_>>()));
         }

@@ -180,6 +180,9 @@ impl WorkerSnapshot {
 pub struct Snapshot {
     /// Seconds since the ports started forwarding.
     pub uptime_secs: f64,
+    /// Timestamp-counter cycles per second (the unit of [`WorkerSnapshot::busy_cycles`]).
+    #[serde(default)]
+    pub tsc_hz: u64,
     /// Version of the policy in force (0: none).
     pub policy_version: u64,
     /// Per port.

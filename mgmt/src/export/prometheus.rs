@@ -313,6 +313,7 @@ mod tests {
             .collect();
         let snapshot = Snapshot {
             uptime_secs: 12.5,
+            tsc_hz: 2_000_000_000,
             policy_version: 3,
             ports: vec![
                 PortSnapshot {
