@@ -4,9 +4,10 @@
 //! one port and a tx queue on its partner. One round of the loop visits every path:
 //! receive a burst into a stack array, judge each packet ([`judge`]: parse, then the
 //! current policy), move what is allowed into the path's pending tx burst and free what
-//! is not (counted by reason). A pending burst is sent when it is full, and every
-//! [`DRAIN_INTERVAL_US`] otherwise, so that light traffic is not held back; what the NIC
-//! refuses is freed and counted as `tx_full`.
+//! is not (counted by reason). A pending burst is sent when it is full, when the rx
+//! burst that fed it was short (the rx queue is empty: nothing more to batch with), and
+//! every [`DRAIN_INTERVAL_US`] otherwise; what the NIC refuses is freed and counted as
+//! `tx_full`.
 //!
 //! On the packet path nothing allocates, locks, blocks or panics: bursts live on the
 //! stack, counters are the worker's own, and the policy is read through an
@@ -407,7 +408,10 @@ fn process_path(
     }
     rx_port.rx_packets.add(n as u64);
     rx_port.rx_bytes.add(rx_bytes);
-    if state.pending.is_full() {
+    // A short burst means the rx queue is empty: send now rather than wait for the drain
+    // timer, so that light traffic is not delayed. Under load bursts are full and tx
+    // stays batched.
+    if state.pending.is_full() || n < dpdk::BURST_SIZE {
         flush(state, counters);
     }
     dpdk::free_bulk(&mut dropped);
