@@ -1,22 +1,31 @@
 #!/usr/bin/env bash
-# Benchmarks, side by side in one run (these machines are noisy: read the ratios).
-#   1. forwarding: bulkhead vs dpdk-testpmd io on net_null,copy=1 ports, same core
-#   2. forwarding with the full policy (1,000 segments, 10,000 CIDRs, ~1,000 rules)
-#      vs testpmd io on the same net_pcap (infinite_rx) ports, same core
-#   3. classifier ns/packet vs a bare LPM lookup (criterion)
-# Results go to results/ (JSON and Markdown). Needs root only for nothing; needs the
-# DPDK runtime and dpdk-testpmd (scripts/install-deps.sh).
-#   scripts/bench.sh [--quick]
+# The performance report in one command: builds the release binaries, then
+# scripts/bench_all.py runs every benchmark side by side in one run (bulkhead vs
+# dpdk-testpmd, rule scaling, classifier, bulkhead vs nftables on the veth test-bed,
+# latency, worker scaling) and writes results/<date-time>/{results.json,results.md,
+# results.svg}. These machines are noisy: read the ratios, measured in the same run.
+#
+#   scripts/bench.sh [--quick] [--only forwarding,rules,classify,testbed,latency,workers]
+#   scripts/bench.sh --publish DIR    copy DIR's table and plot to docs/perf/ (the README's)
+#
+# Needs root (test-bed namespaces, DPDK) and scripts/install-deps.sh's packages
+# (dpdk, trafgen, nftables, iperf3, python3-matplotlib). About 15 minutes; --quick 5.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PATH="$HOME/.cargo/bin:$PATH"
-trials=3 seconds=5
-[ "${1:-}" = "--quick" ] && trials=1 seconds=3
-mkdir -p results
-cargo build --release -q -p mgmt
-cargo run --release -q -p mgmt --example bench_data -- results/bench-data 2048
-python3 scripts/bench_forwarding.py --scenario null --trials $trials --seconds $seconds --modes io,5tswap \
-  --json results/forwarding-null.json | tee results/forwarding.md
-python3 scripts/bench_forwarding.py --scenario policy --workdir results/bench-data --trials $trials --seconds $seconds \
-  --json results/forwarding-policy.json | tail -1 | tee -a results/forwarding.md
-cargo bench -q -p dataplane --bench classify -- --warm-up-time 1 --measurement-time 3 2>&1 | tee results/classify.txt | grep -E "time:|classify|lpm" || true
+
+# The Python with matplotlib (Debian's, where a pyenv shim shadows it).
+PY=python3
+$PY -c "import matplotlib, yaml" 2>/dev/null || PY=/usr/bin/python3
+
+if [ "${1:-}" = "--publish" ]; then
+  dir=${2:?usage: bench.sh --publish RESULTS_DIR}
+  mkdir -p docs/perf
+  cp "$dir/results.md" "$dir/results.json" docs/perf/
+  [ -f "$dir/results.svg" ] && cp "$dir/results.svg" docs/perf/
+  echo "docs/perf/ updated from $dir"
+  exit 0
+fi
+
+cargo build --release -q -p mgmt --bin bulkhead --example bench_data --example latency
+exec $PY scripts/bench_all.py "$@"

@@ -32,24 +32,31 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def eal_common(prefix):
-    return ["--no-huge", "-m", "1024", "--no-pci", "--no-shconf", "--file-prefix", prefix,
+def eal_common(prefix, args):
+    return ["--no-huge", "-m", str(memory_mb(args)), "--no-pci", "--no-shconf", "--file-prefix", prefix,
             "--log-level", "*:warning", "--no-telemetry"]
 
 
 def vdevs(args):
+    """The two ports; with N workers each has N queues (net_pcap: one pcap per rx queue)."""
     if args.scenario == "null":
         return ["net_null0,copy=1", "net_null1,copy=1"]
-    return [f"net_pcap0,rx_pcap={args.workdir}/traffic-0.pcap,infinite_rx=1",
-            f"net_pcap1,rx_pcap={args.workdir}/traffic-1.pcap,infinite_rx=1"]
+    return [f"net_pcap{i}," + ",".join([f"rx_pcap={args.workdir}/traffic-{i}.pcap"] * args.workers) + ",infinite_rx=1"
+            for i in (0, 1)]
+
+
+def mbufs(args):
+    """Mbufs for both programs: net_pcap's infinite_rx holds a copy of its pcap per queue."""
+    return 16383 * args.workers
 
 
 def testpmd(args, mode):
-    cmd = ["dpdk-testpmd", "-l", "0,1"] + eal_common(f"bench-tp-{os.getpid()}")
+    n = args.workers
+    cmd = ["dpdk-testpmd", "-l", f"0-{n}"] + eal_common(f"bench-tp-{os.getpid()}", args)
     for v in vdevs(args):
         cmd += ["--vdev", v]
-    cmd += ["--", f"--forward-mode={mode}", "--total-num-mbufs=16384", "--stats-period", "1",
-            "--nb-cores=1", "--burst=32", "--rxd=1024", "--txd=1024"]
+    cmd += ["--", f"--forward-mode={mode}", f"--total-num-mbufs={mbufs(args) + 1}", "--stats-period", "1",
+            f"--nb-cores={n}", f"--rxq={n}", f"--txq={n}", "--burst=32", "--rxd=1024", "--txd=1024"]
     # With --stats-period testpmd prints rates every second until SIGINT (without it, it
     # would wait for its stdin to close).
     p = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
@@ -64,6 +71,10 @@ def testpmd(args, mode):
     return periods[1:]
 
 
+def memory_mb(args):
+    return 1024 * args.workers + (1024 if args.conntrack else 0) * args.workers
+
+
 def bulkhead_config(args):
     ports = vdevs(args)
     conntrack = "{ capacity: 1000000 }" if args.conntrack else "{ enabled: false }"
@@ -72,11 +83,11 @@ def bulkhead_config(args):
     - {{ name: p0, device: "{ports[0]}" }}
     - {{ name: p1, device: "{ports[1]}" }}
   pairs: [[p0, p1]]
-  workers: [1]
+  workers: [{", ".join(str(w) for w in range(1, args.workers + 1))}]
   management_core: 0
-  mempool: {{ mbufs: 16383, cache: 256 }}
+  mempool: {{ mbufs: {mbufs(args)}, cache: 256 }}
   hugepages: false
-  memory_mb: 1024
+  memory_mb: {memory_mb(args)}
   management: {{ metrics: off, control_socket: off, watch: false }}
   conntrack: {conntrack}
 """
@@ -115,7 +126,8 @@ def bulkhead(args):
     if len(rates) < 2:
         raise SystemExit(f"bulkhead gave too few samples:\n{r.stderr[-3000:]}")
     drops = re.findall(r"^\s+(\w+)\s+(\d+)\s+\(", r.stdout, re.M)
-    return rates[1:], dict((k, int(v)) for k, v in drops)
+    cycles = [float(c) for c in re.findall(r"^worker \d+: .* ([\d.]+) cycles/packet", r.stdout, re.M)]
+    return rates[1:], dict((k, int(v)) for k, v in drops), cycles
 
 
 def main():
@@ -127,29 +139,36 @@ def main():
     ap.add_argument("--seconds", type=int, default=5)
     ap.add_argument("--modes", default="io", help="testpmd forward modes, comma-separated (io,5tswap)")
     ap.add_argument("--conntrack", action="store_true", help="enable connection tracking (1,000,000 flows per worker)")
+    ap.add_argument("--workers", type=int, default=1, help="workers (bulkhead) and forwarding cores (testpmd), "
+                    "lcores 1..N; the ports get one queue each")
     ap.add_argument("--json")
     args = ap.parse_args()
 
     runs = {"bulkhead": []}
     drops = {}
+    cycles = []
     modes = args.modes.split(",")
     for m in modes:
         runs[f"testpmd-{m}"] = []
     for t in range(args.trials):
         for m in modes:
             runs[f"testpmd-{m}"] += testpmd(args, m)
-        rates, drops = bulkhead(args)
+        rates, drops, c = bulkhead(args)
         runs["bulkhead"] += rates
+        cycles += c
         print(f"trial {t + 1}/{args.trials}: " + ", ".join(
             f"{k} {statistics.median(v) / 1e6:.2f} Mpps" for k, v in runs.items()), file=sys.stderr)
 
     med = {k: statistics.median(v) for k, v in runs.items()}
     result = {
         "scenario": args.scenario + ("+conntrack" if args.conntrack else ""),
+        "workers": args.workers,
         "trials": args.trials,
         "seconds_per_trial": args.seconds,
         "median_pps": med,
         "ratios": {f"bulkhead/{k}": med["bulkhead"] / med[k] for k in med if k != "bulkhead"},
+        # Per worker and trial: TSC cycles of the rounds that received packets, per packet.
+        "bulkhead_cycles_per_packet": statistics.median(cycles) if cycles else None,
         "bulkhead_drops_last_trial": {k: v for k, v in drops.items() if v},
         "machine": {"cpus": os.cpu_count(), "cpu": cpu_model()},
     }
