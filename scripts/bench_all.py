@@ -164,7 +164,10 @@ def section_workers(args, out):
     for scen, extra in (("null", ["--scenario", "null"]), ("policy", ["--scenario", "policy", "--workdir", data])):
         rows = {}
         for n in counts:
-            rows[str(n)] = forwarding_cmd(args, out, f"workers-{scen}-{n}", extra + ["--modes", "io", "--workers", str(n)])
+            try:
+                rows[str(n)] = forwarding_cmd(args, out, f"workers-{scen}-{n}", extra + ["--modes", "io", "--workers", str(n)])
+            except subprocess.CalledProcessError as e:
+                log(f"workers {scen} {n} failed: {e}")
         res[scen] = rows
     return res
 
@@ -246,13 +249,18 @@ def markdown(res):
                   "| workers | " + " | ".join(str(n) for n in wk["counts"]) + " |", "|---" * (len(wk["counts"]) + 1) + "|"]
         for scen in ("null", "policy"):
             rows = wk.get(scen, {})
-            if not rows:
+            if str(wk["counts"][0]) not in rows:
                 continue
             one = rows[str(wk["counts"][0])]["median_pps"]["bulkhead"]
-            lines.append(f"| bulkhead, {scen} | " + " | ".join(
-                f"{mpps(rows[str(n)]['median_pps']['bulkhead'])} (x{rows[str(n)]['median_pps']['bulkhead'] / one:.2f})"
-                for n in wk["counts"]) + " |")
-            lines.append(f"| testpmd io, {scen} | " + " | ".join(mpps(rows[str(n)]["median_pps"]["testpmd-io"]) for n in wk["counts"]) + " |")
+
+            def cell(n, key, rel):
+                r = rows.get(str(n))
+                if not r:
+                    return "failed"
+                v = r["median_pps"][key]
+                return f"{mpps(v)} (x{v / one:.2f})" if rel else mpps(v)
+            lines.append(f"| bulkhead, {scen} | " + " | ".join(cell(n, "bulkhead", True) for n in wk["counts"]) + " |")
+            lines.append(f"| testpmd io, {scen} | " + " | ".join(cell(n, "testpmd-io", False) for n in wk["counts"]) + " |")
         lines.append("")
     return "\n".join(lines)
 
@@ -318,10 +326,10 @@ def plot(res, path):
             ax.legend(fontsize=8)
         elif k == "workers":
             wk = res[k]
-            xs = wk["counts"]
             for scen in ("null", "policy"):
-                rows = wk.get(scen)
-                if rows:
+                rows = wk.get(scen) or {}
+                xs = [n for n in wk["counts"] if str(n) in rows]
+                if xs:
                     ax.plot(xs, [rows[str(n)]["median_pps"]["bulkhead"] / 1e6 for n in xs], marker="o", label=f"bulkhead {scen}")
                     ax.plot(xs, [rows[str(n)]["median_pps"]["testpmd-io"] / 1e6 for n in xs], marker="x", ls=":",
                             label=f"testpmd io {scen}")

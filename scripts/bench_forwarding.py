@@ -32,8 +32,14 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
+def extra_eal():
+    """EAL arguments from $BULKHEAD_BENCH_EAL (e.g. `-d DIR/librte_net_pcap.so.23` where the
+    PMDs are not in DPDK's default plugin directory, as on a machine without the package)."""
+    return os.environ.get("BULKHEAD_BENCH_EAL", "").split()
+
+
 def eal_common(prefix, args):
-    return ["--no-huge", "-m", str(memory_mb(args)), "--no-pci", "--no-shconf", "--file-prefix", prefix,
+    return extra_eal() + ["--no-huge", "-m", str(memory_mb(args)), "--no-pci", "--no-shconf", "--file-prefix", prefix,
             "--log-level", "*:warning", "--no-telemetry"]
 
 
@@ -60,7 +66,7 @@ def testpmd(args, mode):
     # With --stats-period testpmd prints rates every second until SIGINT (without it, it
     # would wait for its stdin to close).
     p = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    time.sleep(args.seconds)
+    time.sleep(args.seconds + 1)  # + start-up: the first period is dropped anyway
     p.send_signal(signal.SIGINT)
     out, _ = p.communicate(timeout=30)
     pps = [int(x) for x in re.findall(r"Tx-pps:\s+(\d+)", out)]
@@ -90,6 +96,7 @@ def bulkhead_config(args):
   memory_mb: {memory_mb(args)}
   management: {{ metrics: off, control_socket: off, watch: false }}
   conntrack: {conntrack}
+  eal_args: {json.dumps(extra_eal())}
 """
     if args.scenario == "null":
         return head + """segments:

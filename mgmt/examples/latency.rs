@@ -110,11 +110,13 @@ fn main() {
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
     let lcores = if cpus >= 2 { "0@0,1@1" } else { "0@0,1@0" };
     let prefix = format!("bh-latency-{}", std::process::id());
-    let eal = Eal::init(&[
-        "--no-huge", "--no-pci", "--no-shconf", "-m", "1024", "--lcores", lcores, "--log-level", "error", "--file-prefix",
-        &prefix,
-    ])
-    .unwrap_or_else(|e| panic!("EAL: {e}"));
+    // $BULKHEAD_BENCH_EAL: extra EAL arguments (scripts/bench_forwarding.py has the same).
+    let mut eal_args: Vec<String> = std::env::var("BULKHEAD_BENCH_EAL").unwrap_or_default().split_whitespace().map(String::from).collect();
+    eal_args.extend(
+        ["--no-huge", "--no-pci", "--no-shconf", "-m", "1024", "--lcores", lcores, "--log-level", "error", "--file-prefix", &prefix]
+            .map(String::from),
+    );
+    let eal = Eal::init(&eal_args).unwrap_or_else(|e| panic!("EAL: {e}"));
     let worker_lcore = *eal.lcores().iter().find(|&&l| l != eal.main_lcore()).expect("a worker lcore");
     let pool = Mempool::new("latency", 16383, 256, Mempool::DEFAULT_DATA_ROOM, -1).expect("mempool");
     let mut west = VirtualCable::new("lw", 4096).expect("cable");
