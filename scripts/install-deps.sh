@@ -14,6 +14,8 @@ packages=(
   prometheus rsyslog        # tests: promtool parses the metrics; rsyslogd receives the events
   systemd                   # tests: `systemd-analyze verify` of configs/bulkhead.service
   vagrant                   # tests: `vagrant validate` of vagrant/Vagrantfile (no VM is started)
+  nftables netsniff-ng      # benchmarks: nftables beside bulkhead, trafgen (64-byte UDP)
+  python3-yaml python3-matplotlib   # benchmarks: policy translation, plots
 )
 
 missing=()

@@ -13,6 +13,10 @@ echo "== build"
 cargo build --workspace --all-targets
 echo "== tests"
 cargo test --workspace -- --test-threads=2
+echo "== benchmark tools (nftables translation, report)"
+PY=python3
+$PY -c "import matplotlib, yaml" 2>/dev/null || PY=/usr/bin/python3
+$PY scripts/tests/test_bench_tools.py
 # Sanitizer and fuzzing rings: short, bounded runs (longer: scripts/fuzz.sh 3600).
 # BULKHEAD_QUICK=1 skips them for a fast local loop.
 if [ -z "${BULKHEAD_QUICK:-}" ]; then
