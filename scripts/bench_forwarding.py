@@ -113,6 +113,8 @@ non_ip:
 
 
 def bulkhead(args):
+    """bulkhead's per-second rates: packets forwarded (args.count == "tx", the figure to
+    set beside testpmd's) or packets received and judged ("rx")."""
     with tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False) as f:
         f.write(bulkhead_config(args))
         path = f.name
@@ -126,9 +128,10 @@ def bulkhead(args):
     samples = []
     for block in r.stderr.split("policy version")[1:]:
         m = re.search(r"uptime ([\d.]+) s", block)
-        tx = sum(int(l.split()[3]) for l in block.splitlines() if re.match(r"p[01] ", l))
+        ports = [l.split() for l in block.splitlines() if re.match(r"p[01] ", l)]
+        col = 1 if args.count == "rx" else 3
         if m:
-            samples.append((float(m.group(1)), tx))
+            samples.append((float(m.group(1)), sum(int(p[col]) for p in ports)))
     rates = [(b[1] - a[1]) / (b[0] - a[0]) for a, b in zip(samples, samples[1:]) if b[0] > a[0]]
     if len(rates) < 2:
         raise SystemExit(f"bulkhead gave too few samples:\n{r.stderr[-3000:]}")
@@ -146,6 +149,8 @@ def main():
     ap.add_argument("--seconds", type=int, default=5)
     ap.add_argument("--modes", default="io", help="testpmd forward modes, comma-separated (io,5tswap)")
     ap.add_argument("--conntrack", action="store_true", help="enable connection tracking (1,000,000 flows per worker)")
+    ap.add_argument("--count", choices=["tx", "rx"], default="tx",
+                    help="bulkhead's rate: packets forwarded (tx, default) or received and judged (rx)")
     ap.add_argument("--workers", type=int, default=1, help="workers (bulkhead) and forwarding cores (testpmd), "
                     "lcores 1..N; the ports get one queue each")
     ap.add_argument("--json")
