@@ -378,7 +378,7 @@ def main():
             report(args.report, json.load(f))
         return 0
     if args.quick:
-        args.trials, args.seconds = 1, 4
+        args.trials, args.seconds = 1, 5
     only = args.only.split(",") if args.only else SECTIONS
     unknown = set(only) - set(SECTIONS)
     if unknown:

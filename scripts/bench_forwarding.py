@@ -27,6 +27,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -66,9 +67,24 @@ def testpmd(args, mode):
     # With --stats-period testpmd prints rates every second until SIGINT (without it, it
     # would wait for its stdin to close).
     p = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    time.sleep(args.seconds + 1)  # + start-up: the first period is dropped anyway
+    # Time the run from testpmd's first stats period: its start-up (memory, ports) grows
+    # with the number of cores and mbufs.
+    lines, started = [], threading.Event()
+
+    def read():
+        for line in p.stdout:
+            lines.append(line)
+            if "Tx-pps" in line:
+                started.set()
+        started.set()
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    started.wait(timeout=120)
+    time.sleep(args.seconds + 0.5)
     p.send_signal(signal.SIGINT)
-    out, _ = p.communicate(timeout=30)
+    p.wait(timeout=30)
+    reader.join(timeout=10)
+    out = "".join(lines)
     pps = [int(x) for x in re.findall(r"Tx-pps:\s+(\d+)", out)]
     # One line per port per period: sum the ports of each period.
     periods = [sum(pps[i:i + 2]) for i in range(0, len(pps) - 1, 2)]

@@ -54,7 +54,6 @@ run() {
   local p eal=""
   for p in "${PMD_LIBS[@]}"; do eal="$eal -d $c/pmd/$p"; done
   export BULKHEAD_BENCH_EAL="$eal"
-  export LD_LIBRARY_PATH="$c/lib"  # for the PMDs the EAL dlopen()s
   mkdir -p "$out"
   { nproc; uname -a; head -30 /proc/cpuinfo | grep -E "model name|MHz"; free -g; } >"$out/machine.txt" 2>&1 || true
   python3 scripts/bench_all.py --out "$out" --bulkhead "$c/wrap/bulkhead" --bench-data "$c/wrap/bench_data" \
