@@ -236,6 +236,9 @@ def markdown(res):
         for k in ("nftables", "bulkhead"):
             lines.append(f"| {k} | {s[k]['udp64_delivered_pps'] / 1e3:.0f} kpps | {s[k]['udp64_cost_ns_per_packet']:.0f} ns | "
                          f"{mpps(s[k]['udp64_pps_per_core'])} | {s[k]['tcp_bits_per_second'] / 1e9:.2f} Gbit/s |")
+        if s.get("testpmd"):
+            lines.append(f"| dpdk-testpmd io, same af_packet ports (I/O ceiling) | {s['testpmd']['udp64_delivered_pps'] / 1e3:.0f} kpps "
+                         f"| | | {s['testpmd']['tcp_bits_per_second'] / 1e9:.2f} Gbit/s |")
         lines += [f"| bulkhead/nftables | {q['delivered_udp64']:.2f} | | {q['per_core_udp64']:.2f} (goal 3) | {q['tcp']:.2f} |", ""]
     la = res.get("latency")
     if la:

@@ -9,7 +9,9 @@ app namespace's two veths are bulkhead's ports (net_af_packet, one worker, conne
 tracking on) and src and dst share one L2 segment. The policy is the benchmark's full
 policy (1,000 segments, 10,000 CIDRs, ~1,000 rules) with two segments for src
 (198.18.1.0/24) and dst (198.18.2.0/24) and rules allowing UDP 9 and TCP 5201 between
-them in front.
+them in front. Third, dpdk-testpmd io on the same af_packet ports: the most the PMD and the
+kernel path under it carry here with no packet looked at (the I/O ceiling of any
+af_packet forwarder on this test-bed).
 
 Measured per mode, `--trials` times, medians reported:
   udp   64-byte UDP frames from trafgen (netsniff-ng; 256 flows, --packets per trial,
@@ -218,8 +220,8 @@ def main():
     with open(nft_rules, "w") as f:
         subprocess.run([sys.executable, args.nft_policy, policy], stdout=f, check=True)
     sock = os.path.join(tmp, "control.sock")
-    res = {"baseline": [], "nftables": [], "bulkhead": []}
-    tcp = {"nftables": [], "bulkhead": []}
+    res = {"baseline": [], "nftables": [], "bulkhead": [], "testpmd": []}
+    tcp = {"nftables": [], "bulkhead": [], "testpmd": []}
     try:
         up()
         for t in range(args.trials):
@@ -266,6 +268,25 @@ def main():
                     proc.wait(timeout=20)
                 except subprocess.TimeoutExpired:
                     proc.kill()
+            # dpdk-testpmd io on the same af_packet ports: what the PMD and the kernel
+            # path under it carry at most here, with no packet looked at.
+            tp = subprocess.Popen(
+                ["ip", "netns", "exec", f"{P}-app", "dpdk-testpmd", "-l", "0,1", "--no-huge", "-m", "512", "--no-pci",
+                 "--no-shconf", "--file-prefix", f"{P}-tp", "--log-level", "*:warning",
+                 "--vdev", "net_af_packet0,iface=west", "--vdev", "net_af_packet1,iface=east",
+                 "--", "--forward-mode=io", "--total-num-mbufs=8192", "--stats-period", "1"],
+                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            try:
+                time.sleep(3)
+                ns("src", "ping", "-c", "1", "-W", "2", DST4, check=False)
+                res["testpmd"].append(trafgen(mac("dst", "eth0"), args))
+                tcp["testpmd"].append(iperf(args))
+            finally:
+                tp.send_signal(signal.SIGINT)
+                try:
+                    tp.wait(timeout=20)
+                except subprocess.TimeoutExpired:
+                    tp.kill()
             print(f"trial {t + 1}/{args.trials}: " + ", ".join(
                 f"{k} {res[k][-1]['delivered'] / res[k][-1]['elapsed_s'] / 1e3:.0f} kpps" for k in res)
                 + ", tcp " + ", ".join(f"{k} {v[-1] / 1e9:.2f} Gbit/s" for k, v in tcp.items()), file=sys.stderr)
@@ -285,11 +306,17 @@ def main():
             "udp64_pps_per_core": 1 / cost if cost > 0 else 0.0,
             "tcp_bits_per_second": med(tcp[k]),
         }
+    summary["testpmd"] = {
+        "udp64_delivered_pps": med([r["delivered"] / r["elapsed_s"] for r in res["testpmd"]]),
+        "tcp_bits_per_second": med(tcp["testpmd"]),
+    }
     summary["baseline_pps"] = med([r["delivered"] / r["elapsed_s"] for r in res["baseline"]] or [0])
     ratio = {
         "per_core_udp64": summary["bulkhead"]["udp64_pps_per_core"] / max(summary["nftables"]["udp64_pps_per_core"], 1e-9),
         "delivered_udp64": summary["bulkhead"]["udp64_delivered_pps"] / max(summary["nftables"]["udp64_delivered_pps"], 1e-9),
         "tcp": summary["bulkhead"]["tcp_bits_per_second"] / max(summary["nftables"]["tcp_bits_per_second"], 1e-9),
+        "delivered_udp64_bulkhead_over_testpmd": summary["bulkhead"]["udp64_delivered_pps"]
+        / max(summary["testpmd"]["udp64_delivered_pps"], 1e-9),
     }
     result = {"trials": args.trials, "packets_per_trial": args.packets, "summary": summary,
               "ratios_bulkhead_over_nftables": ratio, "runs": res, "tcp_runs": tcp}
@@ -299,6 +326,8 @@ def main():
         s = summary[k]
         print(f"| {k} | {s['udp64_delivered_pps'] / 1e3:.0f} kpps | {s['udp64_cost_ns_per_packet']:.0f} ns | "
               f"{s['udp64_pps_per_core'] / 1e6:.2f} Mpps | {s['tcp_bits_per_second'] / 1e9:.2f} Gbit/s |")
+    t = summary["testpmd"]
+    print(f"| testpmd io (af_packet ceiling) | {t['udp64_delivered_pps'] / 1e3:.0f} kpps | | | {t['tcp_bits_per_second'] / 1e9:.2f} Gbit/s |")
     print(f"| bulkhead / nftables | {ratio['delivered_udp64']:.2f} | | {ratio['per_core_udp64']:.2f} | {ratio['tcp']:.2f} |")
     if args.json:
         with open(args.json, "w") as f:
