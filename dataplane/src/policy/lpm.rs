@@ -114,6 +114,8 @@ pub trait Key: Copy + Ord + fmt::Debug + Send + Sync + 'static {
     fn from_u128(v: u128) -> Self;
     /// The key as an integer.
     fn to_u128(self) -> u128;
+    /// The key shifted right by `shift` (less than `BITS`), as an index.
+    fn index(self, shift: u32) -> usize;
 }
 
 impl Key for u32 {
@@ -127,6 +129,12 @@ impl Key for u32 {
     fn to_u128(self) -> u128 {
         u128::from(self)
     }
+    #[inline(always)]
+    fn index(self, shift: u32) -> usize {
+        // Native width (a u128 shift by a variable costs several instructions); shifts in
+        // use are below 32, so the wrapping shift is the plain one.
+        self.wrapping_shr(shift) as usize
+    }
 }
 
 impl Key for u128 {
@@ -139,6 +147,11 @@ impl Key for u128 {
     #[inline(always)]
     fn to_u128(self) -> u128 {
         self
+    }
+    #[inline(always)]
+    fn index(self, shift: u32) -> usize {
+        // Shifts in use are below 128 and leave at most DIRECT_MAX_BITS bits: fits.
+        self.wrapping_shr(shift) as usize
     }
 }
 
@@ -239,8 +252,7 @@ impl<K: Key> Direct<K> {
     /// The leaf node of `x`: its rank among the separators.
     #[inline(always)]
     fn leaf(&self, x: K) -> usize {
-        // The shift leaves at most DIRECT_MAX_BITS bits.
-        let h = (x.to_u128() >> self.shift) as usize;
+        let h = x.index(self.shift);
         let lo = usize::from(self.index.get(h).copied().unwrap_or(0));
         let window: Option<&[K; SLOTS]> =
             self.seps.get(lo..lo + SLOTS).and_then(|w| w.try_into().ok());
