@@ -7,11 +7,34 @@
 //! Criterion reports elements (packets) per second for each batch; a summary line with
 //! ns/packet for both and their ratio is printed first.
 //!
-//! Measured on the shared 2-core development VM (noisy; figures vary 1.5x between runs):
-//! bare LPM 60-100 ns/pkt (IPv4 only ~30), classify 120-175 ns/pkt (IPv4 only ~80),
-//! classify_burst 100-170 ns/pkt, tables 18.7 MiB, compile 13 ms. Profiles show the time
-//! in the trie's dependent node loads (the 1 KiB nodes of 10,000 scattered prefixes do
-//! not fit L2), not in the rule index; the 50 ns/pkt target is not met yet.
+//! Measured on the shared 2-core development VM, 2026-11-30 01:30-01:45 UTC, load
+//! average 3-5 (other builds running): wall-clock figures here vary 1.5-2x between runs,
+//! so the comparison below is the minimum user time of 5 runs of
+//! `target/release/examples/classify_loop VARIANT 3000 FAMILY` per figure, the old and the
+//! new build alternated in one session (two sessions, ranges), ns/packet:
+//!
+//! | | multibit trie (before) | interval search tree (now) |
+//! |---|---|---|
+//! | bare LPM src+dst, all | 53-54 | 37-49 |
+//! | classify, all | 111-113 | 83-84 |
+//! | classify_burst, all | 86-90 | 65-69 |
+//! | bare LPM, IPv4 only | 23 | 33-34 |
+//! | classify, IPv4 only | 57-70 | 65-80 |
+//! | bare LPM, IPv6 only | 96-123 | 43-53 |
+//! | classify, IPv6 only | 123-166 | 80-91 |
+//!
+//! Instructions per packet (callgrind, same example): classify 539 -> 522, bare LPM
+//! 289 -> 288 (IPv4 254 -> 280, IPv6 486 -> 333). Tables 18.7 MiB -> 0.45 MiB (IPv4
+//! prefixes 190 KiB, IPv6 52 KiB), compile 13 ms -> 5-7 ms. This bench's run at 01:40
+//! (load 3-5): bare LPM 81 ns/pkt, classify 128, classify_burst 93 (IPv4 only 37 / 93 /
+//! 121, IPv6 only 52 / 58 / 50).
+//!
+//! The 50 ns/pkt target is not met. IPv4 on this bench is slower than with the trie: its
+//! 4,096 packets touch few enough trie nodes to stay in L2, where the trie's one or two
+//! loads beat the tree's four dependent loads (direct index, separator window, leaf,
+//! entry) and twelve compares; the tree wins where the trie's 18.7 MiB cannot stay
+//! cached (IPv6, more addresses, the worker loop's mbuf traffic). About 240 of the ~520
+//! instructions per packet are in `decide` (rule lists, filter tables), unchanged.
 
 use std::hint::black_box;
 use std::time::Instant;

@@ -14,10 +14,7 @@ const ND_TYPES: std::ops::RangeInclusive<u8> = 133..=137;
 
 pub(super) fn classify(p: &Policy, meta: &PacketMeta) -> Decision {
     let (src, dst) = match meta.addrs {
-        Some((s, d)) => {
-            let vlan = meta.vlan();
-            (p.lpm.lookup(s, vlan), p.lpm.lookup(d, vlan))
-        }
+        Some(addrs) => p.lpm.lookup_pair(addrs, meta.vlan()),
         None => (Entry::NONE, Entry::NONE),
     };
     decide(p, meta, src, dst)
@@ -32,9 +29,8 @@ pub(super) fn classify_burst(p: &Policy, metas: &[PacketMeta], mut f: impl FnMut
         // overlap. Stage 2: the decisions.
         let mut found = [(Entry::NONE, Entry::NONE); CHUNK];
         for (meta, e) in chunk.iter().zip(found.iter_mut()) {
-            if let Some((s, d)) = meta.addrs {
-                let vlan = meta.vlan();
-                *e = (p.lpm.lookup(s, vlan), p.lpm.lookup(d, vlan));
+            if let Some(addrs) = meta.addrs {
+                *e = p.lpm.lookup_pair(addrs, meta.vlan());
             }
         }
         for (i, (meta, (s, d))) in chunk.iter().zip(found).enumerate() {

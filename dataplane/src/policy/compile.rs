@@ -5,7 +5,7 @@ use std::net::IpAddr;
 
 use ipnet::IpNet;
 
-use super::lpm::{key_v4, key_v6, Entry, Trie};
+use super::lpm::{key_v4, key_v6, Entry, Table4, Table6};
 use super::rules::RuleIndex;
 use super::spec::{Mode, PolicySpec, SegmentId, Unmatched};
 use super::{CompileError, Policy};
@@ -16,44 +16,43 @@ pub(super) const MAX_SEGMENTS: usize = 1 << 16;
 pub(super) const MAX_RULES: usize = 1 << 24;
 /// VLAN ids are 12 bits.
 const VLAN_IDS: usize = 4096;
-/// Root stride of the base tables (DIR-16-8-8 for IPv4).
-const BASE_ROOT_BITS: u8 = 16;
-/// Root stride of the per-VLAN overlay tables, which hold few prefixes.
-const OVERLAY_ROOT_BITS: u8 = 8;
 
 /// The prefix tables: a base table per family for the segments without VLANs, and per
 /// VLAN that some segment names an overlay with that VLAN's segments.
 #[derive(Debug)]
 pub(super) struct Lpm {
-    v4: Trie,
-    v6: Trie,
-    /// VLAN id -> overlay number + 1; 0 means "no overlay". Always 4096 long.
+    v4: Table4,
+    v6: Table6,
+    /// VLAN id -> overlay number + 1; 0 means "no overlay". 4096 long, or empty when no
+    /// segment is restricted to VLANs (then no lookup reads it).
     vlan_view: Box<[u16]>,
-    overlays: Box<[(Trie, Trie)]>,
+    overlays: Box<[(Table4, Table6)]>,
 }
 
 impl Lpm {
-    /// Longest match for `addr` in the view of `vlan`.
+    /// The overlay of `vlan`, if it has one. Without VLAN-restricted segments, no load.
     #[inline(always)]
-    pub(super) fn lookup(&self, addr: IpAddr, vlan: Option<u16>) -> Entry {
-        let overlay = match vlan {
-            Some(v) => match self.vlan_view.get(usize::from(v)).copied().unwrap_or(0) {
-                0 => None,
-                n => self.overlays.get(usize::from(n) - 1),
-            },
-            None => None,
-        };
+    fn overlay(&self, vlan: Option<u16>) -> Option<&(Table4, Table6)> {
+        if self.overlays.is_empty() {
+            return None;
+        }
+        let n = self.vlan_view.get(usize::from(vlan?)).copied().unwrap_or(0);
+        self.overlays.get(usize::from(n).checked_sub(1)?)
+    }
+
+    #[inline(always)]
+    fn lookup_in(&self, addr: IpAddr, overlay: Option<&(Table4, Table6)>) -> Entry {
         match addr {
             IpAddr::V4(a) => {
-                let key = u32::from(a);
-                let base = self.v4.lookup_v4(key);
+                let a = u32::from(a);
+                let base = self.v4.lookup(a);
                 match overlay {
-                    Some((o, _)) => base.longer(o.lookup_v4(key)),
+                    Some((o, _)) => base.longer(o.lookup(a)),
                     None => base,
                 }
             }
             IpAddr::V6(a) => {
-                let key = key_v6(a);
+                let key = u128::from(a);
                 let base = self.v6.lookup(key);
                 match overlay {
                     Some((_, o)) => base.longer(o.lookup(key)),
@@ -61,6 +60,19 @@ impl Lpm {
                 }
             }
         }
+    }
+
+    /// Longest match for `addr` in the view of `vlan`.
+    #[inline(always)]
+    pub(super) fn lookup(&self, addr: IpAddr, vlan: Option<u16>) -> Entry {
+        self.lookup_in(addr, self.overlay(vlan))
+    }
+
+    /// Longest matches for a packet's source and destination in the view of `vlan`.
+    #[inline(always)]
+    pub(super) fn lookup_pair(&self, (s, d): (IpAddr, IpAddr), vlan: Option<u16>) -> (Entry, Entry) {
+        let overlay = self.overlay(vlan);
+        (self.lookup_in(s, overlay), self.lookup_in(d, overlay))
     }
 
     pub(super) fn heap_bytes(&self) -> usize {
@@ -72,6 +84,7 @@ impl Lpm {
                 .iter()
                 .map(|(a, b)| a.heap_bytes() + b.heap_bytes())
                 .sum::<usize>()
+            + self.overlays.len() * std::mem::size_of::<(Table4, Table6)>()
     }
 }
 
@@ -128,7 +141,7 @@ pub(super) fn compile(spec: &PolicySpec, version: u64) -> Result<Policy, Compile
     })
 }
 
-/// `(left-aligned key, length, segment)`, as [`Trie::build`] takes them.
+/// `(left-aligned key, length, segment)`, as [`Table4::build`] takes them.
 type Prefix = (u128, u8, SegmentId);
 
 /// Segment ids for one prefix: those without VLANs, and per VLAN those restricted to it.
@@ -225,17 +238,17 @@ fn build_lpm(spec: &PolicySpec) -> Result<Lpm, CompileError> {
         }
     }
 
-    let full = |_| CompileError::TableFull;
-    let v4 = Trie::build(32, BASE_ROOT_BITS, &base4).map_err(full)?;
-    let v6 = Trie::build(128, BASE_ROOT_BITS, &base6).map_err(full)?;
-    let mut overlays = Vec::with_capacity(over.len());
-    for (o4, o6) in &over {
-        overlays.push((
-            Trie::build(32, OVERLAY_ROOT_BITS, o4).map_err(full)?,
-            Trie::build(128, OVERLAY_ROOT_BITS, o6).map_err(full)?,
-        ));
-    }
-    let mut vlan_view = vec![0u16; VLAN_IDS].into_boxed_slice();
+    let v4 = Table4::build(&base4);
+    let v6 = Table6::build(&base6);
+    let overlays: Vec<(Table4, Table6)> = over
+        .iter()
+        .map(|(o4, o6)| (Table4::build(o4), Table6::build(o6)))
+        .collect();
+    let mut vlan_view = if overlays.is_empty() {
+        Box::default()
+    } else {
+        vec![0u16; VLAN_IDS].into_boxed_slice()
+    };
     for (&v, &n) in &vlan_numbers {
         if let Some(slot) = vlan_view.get_mut(usize::from(v)) {
             // At most 4096 overlays: fits.

@@ -38,10 +38,12 @@
 //!
 //! # Structure
 //!
-//! - [`lpm`]: the longest-prefix-match trie (16-bit root, then 8-bit strides, leaf
-//!   pushed). Each family has one base table for the segments without VLANs, and each
-//!   VLAN that some segment names has a small overlay table with that VLAN's segments;
-//!   a tagged packet looks up both and keeps the longer match.
+//! - [`lpm`]: longest-prefix match over the static prefix set, flattened into sorted
+//!   disjoint intervals (the most specific prefix of each) searched with a static
+//!   cache-line B+-tree. Each family has one base table for the segments without VLANs,
+//!   and each VLAN that some segment names has a small overlay table with that VLAN's
+//!   segments; a tagged packet looks up both and keeps the longer match (a policy
+//!   without VLAN-restricted segments reads no overlay at all).
 //! - `compile`: [`Policy::compile`] builds those tables and the rule index: rule lists
 //!   per (source, destination) pair, per source (`to: Any`), per destination
 //!   (`from: Any`) and one for `Any -> Any`, each in rule order (`rules`). Each list is
