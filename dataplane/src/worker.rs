@@ -2,8 +2,9 @@
 //!
 //! A worker owns a set of [`Path`]s, each one direction of a port pair: an rx queue on
 //! one port and a tx queue on its partner. One round of the loop visits every path:
-//! receive a burst into a stack array, judge each packet ([`judge`]: parse, then the
-//! current policy), move what is allowed into the path's pending tx burst and free what
+//! receive a burst into a stack array, parse it whole, prefetch the flow-table slots of
+//! its packets (with conntrack), judge each packet ([`judge`]: parse, then the current
+//! policy), move what is allowed into the path's pending tx burst and free what
 //! is not (counted by reason). A pending burst is sent when it is full, and every
 //! [`DRAIN_INTERVAL_US`] otherwise, so that light traffic is not held back; what the NIC
 //! refuses is freed and counted as `tx_full`.
@@ -16,11 +17,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use arc_swap::ArcSwapOption;
+use arrayvec::ArrayVec;
 use crossbeam_channel::Sender;
 
-use crate::conntrack::Conntrack;
+use crate::conntrack::{Conntrack, Prefetch};
 use crate::counters::{DropReason, PolicyCounters, WorkerCounters};
-use crate::dpdk::{self, MbufBurst, RxQueue, TxQueue};
+use crate::dpdk::{self, MbufBurst, RxQueue, TxQueue, BURST_SIZE};
 use crate::packet::{self, PacketMeta};
 use crate::policy::{Decision, Mode, Policy, Verdict, Why};
 
@@ -361,11 +363,29 @@ fn process_path(
     for m in rx.iter() {
         m.prefetch_data();
     }
-    for mbuf in rx.drain(..) {
+    // Parse the whole burst, then look its flows up in two prefetch stages (the slot
+    // tags, then the flows they point at), then judge each packet: the flow table's
+    // cache misses overlap across the burst instead of stalling on one packet at a time.
+    let mut parsed: ArrayVec<Result<PacketMeta, DropReason>, BURST_SIZE> = ArrayVec::new();
+    for m in rx.iter() {
+        let _ = parsed.try_push(packet::parse(m.data()).map_err(DropReason::from));
+    }
+    if let (Some(ct), Some(_)) = (conntrack.as_deref(), active) {
+        let mut hints: ArrayVec<Prefetch, BURST_SIZE> = ArrayVec::new();
+        for meta in parsed.iter().flatten() {
+            if let Some(h) = ct.prefetch(meta) {
+                let _ = hints.try_push(h);
+            }
+        }
+        for &h in hints.iter() {
+            ct.prefetch_flow(h);
+        }
+    }
+    for (mbuf, parsed) in rx.drain(..).zip(parsed) {
         let len = u64::from(mbuf.pkt_len());
         rx_bytes += len;
         let frame = mbuf.data();
-        let judgement = match packet::parse(frame) {
+        let judgement = match parsed {
             Ok(meta) => {
                 let j = judge_parsed(frame, &meta, active, conntrack.as_deref_mut(), now_s);
                 if let (Judgement::Decided { decision, fresh: true }, Some(gate), Some(active)) =
@@ -378,7 +398,7 @@ fn process_path(
                 }
                 j
             }
-            Err(e) => Judgement::Drop(e.into()),
+            Err(reason) => Judgement::Drop(reason),
         };
         let verdict = match judgement {
             Judgement::Decided { decision, .. } => {

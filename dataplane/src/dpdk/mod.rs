@@ -59,6 +59,15 @@ pub fn prefetch<T>(ptr: *const T) {
     let _ = ptr;
 }
 
+/// Hints the CPU to load the cache line holding `slice[i]`; does nothing when `i` is out
+/// of range. Safe: the address is computed without dereferencing it.
+#[inline(always)]
+pub fn prefetch_index<T>(slice: &[T], i: usize) {
+    if i < slice.len() {
+        prefetch(slice.as_ptr().wrapping_add(i));
+    }
+}
+
 /// Timestamp-counter ticks per second (valid after [`Eal::init`]).
 pub fn tsc_hz() -> u64 {
     // SAFETY: no preconditions; returns 0 before EAL init.
