@@ -306,17 +306,34 @@ impl Worker {
         self.counters.policy_version.set(active.map_or(0, ActivePolicy::version));
         let now_s = (now / self.tsc_hz) as u32;
         let mut received = 0;
-        for state in self.paths.iter_mut() {
-            received += process_path(
-                state,
-                active,
-                self.conntrack.as_mut(),
-                self.events.as_mut(),
-                now,
-                now_s,
-                self.index,
-                &self.counters,
-            );
+        // Paths two at a time: receive, parse and start the flow lookups of both bursts
+        // before judging either, so that the second rx burst hides the latency of the
+        // first burst's flow-table prefetches.
+        for pair in self.paths.chunks_mut(2) {
+            let mut bursts = [Received::new(), Received::new()];
+            for (state, burst) in pair.iter_mut().zip(bursts.iter_mut()) {
+                receive(state, burst, active.and(self.conntrack.as_ref()));
+            }
+            if let (Some(ct), Some(_)) = (self.conntrack.as_ref(), active) {
+                for burst in bursts.iter() {
+                    for &h in burst.hints.iter() {
+                        ct.prefetch_flow(h);
+                    }
+                }
+            }
+            for (state, burst) in pair.iter_mut().zip(bursts.iter_mut()) {
+                received += judge_burst(
+                    state,
+                    burst,
+                    active,
+                    self.conntrack.as_mut(),
+                    self.events.as_mut(),
+                    now,
+                    now_s,
+                    self.index,
+                    &self.counters,
+                );
+            }
         }
         if let Some(ct) = self.conntrack.as_mut() {
             ct.expire(now_s, CT_SWEEP_BUDGET);
@@ -339,10 +356,54 @@ impl Worker {
     }
 }
 
-/// Receives one burst on `state`'s rx queue and judges it.
+/// One received burst, parsed, with the first prefetch stage of its flow lookups issued.
+struct Received {
+    rx: MbufBurst,
+    parsed: ArrayVec<Result<PacketMeta, DropReason>, BURST_SIZE>,
+    hints: ArrayVec<Prefetch, BURST_SIZE>,
+}
+
+impl Received {
+    #[inline(always)]
+    fn new() -> Received {
+        Received { rx: MbufBurst::new(), parsed: ArrayVec::new(), hints: ArrayVec::new() }
+    }
+}
+
+/// Receives one burst on `state`'s rx queue into `burst`, parses it whole, and with
+/// connection tracking (`conntrack`, given only when a policy is in force) issues the
+/// first prefetch stage of every packet's flow lookup ([`Conntrack::prefetch`]); the
+/// caller issues the second ([`Conntrack::prefetch_flow`]) a little later, then
+/// [`judge_burst`]. Hints only: what is decided does not depend on them.
 #[inline]
-fn process_path(
+fn receive(state: &mut PathState, burst: &mut Received, conntrack: Option<&Conntrack>) {
+    if state.path.rx.rx_burst(&mut burst.rx) == 0 {
+        return;
+    }
+    // Ask for every header of the burst at once, so their cache misses overlap.
+    for m in burst.rx.iter() {
+        m.prefetch_data();
+    }
+    for m in burst.rx.iter() {
+        let _ = burst.parsed.try_push(packet::parse(m.data()).map_err(DropReason::from));
+    }
+    if let Some(ct) = conntrack {
+        for meta in burst.parsed.iter().flatten() {
+            if let Some(h) = ct.prefetch(meta) {
+                let _ = burst.hints.try_push(h);
+            }
+        }
+    }
+}
+
+/// Judges a burst [`receive`]d on `state`, packet by packet in order: allowed packets
+/// join the pending tx burst, the others are freed and counted. Returns the number of
+/// packets.
+#[allow(clippy::too_many_arguments)]
+#[inline]
+fn judge_burst(
     state: &mut PathState,
+    burst: &mut Received,
     active: Option<&ActivePolicy>,
     mut conntrack: Option<&mut Conntrack>,
     mut events: Option<&mut EventGate>,
@@ -351,37 +412,14 @@ fn process_path(
     worker: usize,
     counters: &WorkerCounters,
 ) -> usize {
-    let mut rx = MbufBurst::new();
-    let n = state.path.rx.rx_burst(&mut rx);
+    let n = burst.rx.len();
     if n == 0 {
         return 0;
     }
     let rx_port = &counters.ports[state.path.rx_port];
     let mut dropped = MbufBurst::new();
     let mut rx_bytes = 0u64;
-    // Ask for every header of the burst at once, so their cache misses overlap.
-    for m in rx.iter() {
-        m.prefetch_data();
-    }
-    // Parse the whole burst, then look its flows up in two prefetch stages (the slot
-    // tags, then the flows they point at), then judge each packet: the flow table's
-    // cache misses overlap across the burst instead of stalling on one packet at a time.
-    let mut parsed: ArrayVec<Result<PacketMeta, DropReason>, BURST_SIZE> = ArrayVec::new();
-    for m in rx.iter() {
-        let _ = parsed.try_push(packet::parse(m.data()).map_err(DropReason::from));
-    }
-    if let (Some(ct), Some(_)) = (conntrack.as_deref(), active) {
-        let mut hints: ArrayVec<Prefetch, BURST_SIZE> = ArrayVec::new();
-        for meta in parsed.iter().flatten() {
-            if let Some(h) = ct.prefetch(meta) {
-                let _ = hints.try_push(h);
-            }
-        }
-        for &h in hints.iter() {
-            ct.prefetch_flow(h);
-        }
-    }
-    for (mbuf, parsed) in rx.drain(..).zip(parsed) {
+    for (mbuf, parsed) in burst.rx.drain(..).zip(burst.parsed.drain(..)) {
         let len = u64::from(mbuf.pkt_len());
         rx_bytes += len;
         let frame = mbuf.data();

@@ -121,12 +121,26 @@ impl Table {
     pub(crate) fn new(capacity: usize) -> Table {
         let capacity = capacity.clamp(1, NIL as usize);
         let slots = capacity + capacity / 8 + 1;
-        let mut flows = vec![EMPTY_FLOW; capacity].into_boxed_slice();
-        for (j, f) in flows.iter_mut().enumerate() {
+        // Both arrays are read at random: on huge pages where the kernel allows, advised
+        // before they are first written.
+        let mut flows = Vec::with_capacity(capacity);
+        crate::dpdk::advise_huge_pages(flows.spare_capacity_mut());
+        flows.extend((0..capacity).map(|j| {
+            let mut f = EMPTY_FLOW;
             f.key.tags = FREE;
             f.expires = if j + 1 == capacity { NIL } else { j as u32 + 1 };
+            f
+        }));
+        let mut slot_array = Vec::with_capacity(slots);
+        crate::dpdk::advise_huge_pages(slot_array.spare_capacity_mut());
+        slot_array.resize(slots, 0u64);
+        Table {
+            slots: slot_array.into_boxed_slice(),
+            flows: flows.into_boxed_slice(),
+            free: 0,
+            len: 0,
+            capacity,
         }
-        Table { slots: vec![0u64; slots].into_boxed_slice(), flows, free: 0, len: 0, capacity }
     }
 
     /// Flows in the table.
