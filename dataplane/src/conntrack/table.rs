@@ -107,7 +107,7 @@ fn tag_of(hash: u64) -> u64 {
 
 #[inline(always)]
 fn same_tag(m: u64, hash: u64) -> bool {
-    m & 0xff_ff_ff00 == tag_of(hash)
+    m & 0xffff_ff00 == tag_of(hash)
 }
 
 #[inline(always)]
