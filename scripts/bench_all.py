@@ -67,9 +67,17 @@ def section_forwarding(args, out):
     return {
         "null": forwarding_cmd(args, out, "null", ["--scenario", "null", "--modes", "io,5tswap"]),
         "policy": forwarding_cmd(args, out, "policy", ["--scenario", "policy", "--workdir", data, "--modes", "io,5tswap"]),
-        "policy+conntrack": forwarding_cmd(
-            args, out, "policy-conntrack", ["--scenario", "policy", "--workdir", data, "--modes", "io", "--conntrack"]),
+        "flows": section_flows(args, out),
     }
+
+
+def section_flows(args, out):
+    """Established-flow forwarding with conntrack holding --flows flows (1,000,000)."""
+    data = os.path.join(out, "flows-data")
+    if not os.path.exists(os.path.join(data, "traffic-1.pcap")):
+        subprocess.run([args.bench_data, data, "--flows", str(args.flows)], check=True, stdout=sys.stderr, stderr=sys.stderr)
+    return forwarding_cmd(args, out, "flows", ["--scenario", "flows", "--workdir", data, "--flows", str(args.flows),
+                                                "--modes", "io"])
 
 
 def section_rules(args, out):
@@ -89,8 +97,8 @@ def section_rules(args, out):
         for n in RULE_COUNTS:
             # Packets judged per second: more rules may deny more of the same traffic.
             ns = types.SimpleNamespace(scenario="policy", workdir=os.path.join(base, f"rules-{n}"), bulkhead=args.bulkhead,
-                                       seconds=args.seconds, conntrack=False, workers=1, count="rx")
-            r, _, c = bf.bulkhead(ns)
+                                       seconds=args.seconds, conntrack=False, workers=1, count="rx", flows=0)
+            r, _, _, _, c = bf.bulkhead(ns)
             rates[n] += r
             cycles[n] += c
             log(f"rules trial {t + 1}: {n} rules {statistics.median(r) / 1e6:.2f} Mpps")
@@ -125,10 +133,14 @@ def section_classify(args, out):
     text = cargo_bench("conntrack", args)
     with open(os.path.join(out, "conntrack.txt"), "w") as f:
         f.write(text)
-    m = re.search(r"conntrack: (\d+) flows, lookup hit ([\d.]+) ns/packet, insert ([\d.]+) ns/flow, ([\d.]+) bytes/flow", text)
+    m = re.search(r"conntrack: (\d+) flows, ([\d.]+) bytes/flow .*?lookup hit ([\d.]+) ns/packet per packet, "
+                  r"([\d.]+) ns/packet batched.*?insert .*? ([\d.]+) ns/flow", text)
     if m:
-        res.update(ct_flows=int(m.group(1)), ct_hit_ns=float(m.group(2)), ct_insert_ns=float(m.group(3)),
-                   ct_bytes_per_flow=float(m.group(4)))
+        res.update(ct_flows=int(m.group(1)), ct_bytes_per_flow=float(m.group(2)), ct_hit_ns=float(m.group(3)),
+                   ct_hit_batched_ns=float(m.group(4)), ct_insert_ns=float(m.group(5)))
+    m = re.search(r"new flows with classification .*?: ([\d.]+) ns/flow per packet .*?, ([\d.]+) ns/flow batched", text)
+    if m:
+        res.update(new_flow_ns=float(m.group(1)), new_flow_batched_ns=float(m.group(2)))
     return res
 
 
@@ -202,7 +214,7 @@ def markdown(res):
                   "| scenario | bulkhead | cycles/packet | testpmd io | bulkhead/io | testpmd 5tswap | bulkhead/5tswap |",
                   "|---|---|---|---|---|---|---|"]
         names = {"null": "`net_null,copy=1`, no policy", "policy": "full policy, `net_pcap` replay",
-                 "policy+conntrack": "full policy + conntrack"}
+                 "flows": "full policy + conntrack, 1,000,000 established flows"}
         for k, r in fw.items():
             p, q = r["median_pps"], r["ratios"]
             cyc = r.get("bulkhead_cycles_per_packet")
@@ -221,10 +233,12 @@ def markdown(res):
     cl = res.get("classify")
     if cl:
         lines += ["**Classifier and flow table** (criterion benches, ns per packet):", "",
-                  "| bare LPM src+dst | classify | classify_burst | tables | conntrack hit @1M flows | insert | bytes/flow |",
+                  "| bare LPM src+dst | classify | classify_burst | tables | conntrack hit @1M flows (batched) | "
+                  "new flow incl. classify (batched) | bytes/flow |",
                   "|---|---|---|---|---|---|---|",
                   f"| {cl.get('lpm_ns', 0):.1f} ns | {cl.get('classify_ns', 0):.1f} ns | {cl.get('classify_burst_ns', 0):.1f} ns | "
-                  f"{cl.get('tables_mib', 0):.1f} MiB | {cl.get('ct_hit_ns', 0):.1f} ns | {cl.get('ct_insert_ns', 0):.1f} ns | "
+                  f"{cl.get('tables_mib', 0):.2f} MiB | {cl.get('ct_hit_ns', 0):.1f} ns ({cl.get('ct_hit_batched_ns', 0):.1f} ns) | "
+                  f"{cl.get('new_flow_ns', 0):.1f} ns ({cl.get('new_flow_batched_ns', 0):.1f} ns) | "
                   f"{cl.get('ct_bytes_per_flow', 0):.1f} |", ""]
     tb = res.get("testbed")
     if tb:
@@ -374,6 +388,7 @@ def main():
     ap.add_argument("--report", metavar="DIR", help="only redo the table and plot from DIR/results.json")
     ap.add_argument("--bulkhead", default=os.path.join(ROOT, "target", "release", "bulkhead"))
     ap.add_argument("--bench-data", default=os.path.join(ROOT, "target", "release", "examples", "bench_data"))
+    ap.add_argument("--flows", type=int, default=1_000_000, help="flows of the conntrack forwarding scenario")
     ap.add_argument("--latency", default=os.path.join(ROOT, "target", "release", "examples", "latency"))
     args = ap.parse_args()
     if args.report:

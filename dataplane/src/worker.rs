@@ -2,8 +2,9 @@
 //!
 //! A worker owns a set of [`Path`]s, each one direction of a port pair: an rx queue on
 //! one port and a tx queue on its partner. One round of the loop visits every path:
-//! receive a burst into a stack array, judge each packet ([`judge`]: parse, then the
-//! current policy), move what is allowed into the path's pending tx burst and free what
+//! receive a burst into a stack array, parse it whole, prefetch the flow-table slots of
+//! its packets (with conntrack), judge each packet ([`judge`]: parse, then the current
+//! policy), move what is allowed into the path's pending tx burst and free what
 //! is not (counted by reason). A pending burst is sent when it is full, when the rx
 //! burst that fed it was short (the rx queue is empty: nothing more to batch with), and
 //! every [`DRAIN_INTERVAL_US`] otherwise; what the NIC refuses is freed and counted as
@@ -17,11 +18,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use arc_swap::ArcSwapOption;
+use arrayvec::ArrayVec;
 use crossbeam_channel::Sender;
 
-use crate::conntrack::Conntrack;
+use crate::conntrack::{Conntrack, Prefetch};
 use crate::counters::{DropReason, PolicyCounters, WorkerCounters};
-use crate::dpdk::{self, MbufBurst, RxQueue, TxQueue};
+use crate::dpdk::{self, MbufBurst, RxQueue, TxQueue, BURST_SIZE};
 use crate::packet::{self, PacketMeta};
 use crate::policy::{Decision, Mode, Policy, Verdict, Why};
 
@@ -305,17 +307,34 @@ impl Worker {
         self.counters.policy_version.set(active.map_or(0, ActivePolicy::version));
         let now_s = (now / self.tsc_hz) as u32;
         let mut received = 0;
-        for state in self.paths.iter_mut() {
-            received += process_path(
-                state,
-                active,
-                self.conntrack.as_mut(),
-                self.events.as_mut(),
-                now,
-                now_s,
-                self.index,
-                &self.counters,
-            );
+        // Paths two at a time: receive, parse and start the flow lookups of both bursts
+        // before judging either, so that the second rx burst hides the latency of the
+        // first burst's flow-table prefetches.
+        for pair in self.paths.chunks_mut(2) {
+            let mut bursts = [Received::new(), Received::new()];
+            for (state, burst) in pair.iter_mut().zip(bursts.iter_mut()) {
+                receive(state, burst, active.and(self.conntrack.as_ref()));
+            }
+            if let (Some(ct), Some(_)) = (self.conntrack.as_ref(), active) {
+                for burst in bursts.iter() {
+                    for &h in burst.hints.iter() {
+                        ct.prefetch_flow(h);
+                    }
+                }
+            }
+            for (state, burst) in pair.iter_mut().zip(bursts.iter_mut()) {
+                received += judge_burst(
+                    state,
+                    burst,
+                    active,
+                    self.conntrack.as_mut(),
+                    self.events.as_mut(),
+                    now,
+                    now_s,
+                    self.index,
+                    &self.counters,
+                );
+            }
         }
         if let Some(ct) = self.conntrack.as_mut() {
             ct.expire(now_s, CT_SWEEP_BUDGET);
@@ -339,10 +358,54 @@ impl Worker {
     }
 }
 
-/// Receives one burst on `state`'s rx queue and judges it.
+/// One received burst, parsed, with the first prefetch stage of its flow lookups issued.
+struct Received {
+    rx: MbufBurst,
+    parsed: ArrayVec<Result<PacketMeta, DropReason>, BURST_SIZE>,
+    hints: ArrayVec<Prefetch, BURST_SIZE>,
+}
+
+impl Received {
+    #[inline(always)]
+    fn new() -> Received {
+        Received { rx: MbufBurst::new(), parsed: ArrayVec::new(), hints: ArrayVec::new() }
+    }
+}
+
+/// Receives one burst on `state`'s rx queue into `burst`, parses it whole, and with
+/// connection tracking (`conntrack`, given only when a policy is in force) issues the
+/// first prefetch stage of every packet's flow lookup ([`Conntrack::prefetch`]); the
+/// caller issues the second ([`Conntrack::prefetch_flow`]) a little later, then
+/// [`judge_burst`]. Hints only: what is decided does not depend on them.
 #[inline]
-fn process_path(
+fn receive(state: &mut PathState, burst: &mut Received, conntrack: Option<&Conntrack>) {
+    if state.path.rx.rx_burst(&mut burst.rx) == 0 {
+        return;
+    }
+    // Ask for every header of the burst at once, so their cache misses overlap.
+    for m in burst.rx.iter() {
+        m.prefetch_data();
+    }
+    for m in burst.rx.iter() {
+        let _ = burst.parsed.try_push(packet::parse(m.data()).map_err(DropReason::from));
+    }
+    if let Some(ct) = conntrack {
+        for meta in burst.parsed.iter().flatten() {
+            if let Some(h) = ct.prefetch(meta) {
+                let _ = burst.hints.try_push(h);
+            }
+        }
+    }
+}
+
+/// Judges a burst [`receive`]d on `state`, packet by packet in order: allowed packets
+/// join the pending tx burst, the others are freed and counted. Returns the number of
+/// packets.
+#[allow(clippy::too_many_arguments)]
+#[inline]
+fn judge_burst(
     state: &mut PathState,
+    burst: &mut Received,
     active: Option<&ActivePolicy>,
     mut conntrack: Option<&mut Conntrack>,
     mut events: Option<&mut EventGate>,
@@ -351,23 +414,18 @@ fn process_path(
     worker: usize,
     counters: &WorkerCounters,
 ) -> usize {
-    let mut rx = MbufBurst::new();
-    let n = state.path.rx.rx_burst(&mut rx);
+    let n = burst.rx.len();
     if n == 0 {
         return 0;
     }
     let rx_port = &counters.ports[state.path.rx_port];
     let mut dropped = MbufBurst::new();
     let mut rx_bytes = 0u64;
-    // Ask for every header of the burst at once, so their cache misses overlap.
-    for m in rx.iter() {
-        m.prefetch_data();
-    }
-    for mbuf in rx.drain(..) {
+    for (mbuf, parsed) in burst.rx.drain(..).zip(burst.parsed.drain(..)) {
         let len = u64::from(mbuf.pkt_len());
         rx_bytes += len;
         let frame = mbuf.data();
-        let judgement = match packet::parse(frame) {
+        let judgement = match parsed {
             Ok(meta) => {
                 let j = judge_parsed(frame, &meta, active, conntrack.as_deref_mut(), now_s);
                 if let (Judgement::Decided { decision, fresh: true }, Some(gate), Some(active)) =
@@ -380,7 +438,7 @@ fn process_path(
                 }
                 j
             }
-            Err(e) => Judgement::Drop(e.into()),
+            Err(reason) => Judgement::Drop(reason),
         };
         let verdict = match judgement {
             Judgement::Decided { decision, .. } => {

@@ -5,6 +5,14 @@
 //!
 //! Usage: cargo run --release -p mgmt --example bench_data -- OUT_DIR [PACKETS] [RULES]
 //!
+//! Flows mode, for the conntrack forwarding benchmark (`bench_forwarding.py --scenario
+//! flows`): `bench_data -- OUT_DIR --flows N` writes the same `policy.yaml` and two pcaps
+//! of N/2 packets each where every packet is a distinct UDP flow (the address mix of
+//! the policy scenario, only flows the policy allows, no flow in both files either way
+//! round): replayed with `infinite_rx`, the first pass through the files creates N flows
+//! (UDP pseudo-connections start on any packet) and every later packet is a hit on an
+//! established flow of a table holding N.
+//!
 //! Every frame is parsed back; only frames that parse to exactly the description they
 //! were built from are written, so the benchmark measures what it says.
 
@@ -18,9 +26,14 @@ use dataplane::policy::{Action, Policy, ProtocolMatch};
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     let out = std::path::PathBuf::from(args.get(1).expect("usage: bench_data OUT_DIR [PACKETS] [RULES]"));
-    let packets: usize = args.get(2).map_or(2048, |s| s.parse().expect("PACKETS"));
+    let flows: Option<usize> = (args.get(2).map(String::as_str) == Some("--flows"))
+        .then(|| args.get(3).and_then(|s| s.parse().ok()).expect("usage: bench_data OUT_DIR --flows N"));
+    let packets: usize = match flows {
+        Some(_) => 0,
+        None => args.get(2).map_or(2048, |s| s.parse().expect("PACKETS")),
+    };
     let mut params = Params::large();
-    if let Some(rules) = args.get(3) {
+    if let (None, Some(rules)) = (flows, args.get(3)) {
         params.rules = rules.parse().expect("RULES");
     }
     std::fs::create_dir_all(&out).expect("create OUT_DIR");
@@ -51,6 +64,10 @@ fn main() {
     spec.intra_segment_default = Action::Allow;
     std::fs::write(out.join("policy.yaml"), mgmt::learn::policy_yaml(&spec)).expect("write policy.yaml");
     let policy = Policy::compile(&spec, 1).expect("the synthetic policy compiles");
+    if let Some(n) = flows {
+        write_flows(&out, &spec, &policy, n);
+        return;
+    }
 
     for (file, seed) in [("traffic-0.pcap", 11), ("traffic-1.pcap", 12)] {
         // Fragments and the generator's few impossible packets (an SCTP header-less
@@ -71,6 +88,40 @@ fn main() {
         }
         std::fs::File::create(out.join(file)).and_then(|mut f| f.write_all(&pcap)).expect("write pcap");
         eprintln!("{file}: {written} packets, {allowed} allowed by the policy");
+    }
+}
+
+/// Flows mode: `n` distinct allowed UDP flows, one packet each, half in each pcap.
+fn write_flows(out: &std::path::Path, spec: &dataplane::policy::PolicySpec, policy: &Policy, n: usize) {
+    let mut seen = std::collections::HashSet::new();
+    let mut seed = 100;
+    for (file, count) in [("traffic-0.pcap", n / 2), ("traffic-1.pcap", n - n / 2)] {
+        let mut pcap = pcap_header();
+        let mut written = 0;
+        while written < count {
+            for mut m in synth::traffic(spec, seed, 100_000, 0.95, 0.0) {
+                let (Some((src, dst)), L4::Ports { src: sp, dst: dp }) = (m.addrs, m.l4) else { continue };
+                if written == count || m.fragment != Fragment::None {
+                    continue;
+                }
+                m.proto = packet::proto::UDP;
+                m.tcp_flags = 0;
+                // The flow key conntrack uses: both endpoints in order, VLANs.
+                let (a, b) = if (src, sp) <= (dst, dp) { ((src, sp), (dst, dp)) } else { ((dst, dp), (src, sp)) };
+                let frame = frame(&m);
+                if packet::parse(&frame).as_ref() != Ok(&m)
+                    || !policy.classify(&m).verdict.is_allow()
+                    || !seen.insert((a, b, m.outer_vlan, m.inner_vlan))
+                {
+                    continue;
+                }
+                written += 1;
+                pcap_record(&mut pcap, &frame);
+            }
+            seed += 1;
+        }
+        std::fs::File::create(out.join(file)).and_then(|mut f| f.write_all(&pcap)).expect("write pcap");
+        eprintln!("{file}: {written} packets, each a distinct UDP flow the policy allows");
     }
 }
 

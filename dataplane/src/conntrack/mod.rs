@@ -68,15 +68,17 @@
 //!
 //! # Memory
 //!
-//! A flow is 64 bytes (key 44, state, expiry, policy version, packed decision), plus a
-//! 2-byte slot tag; the table has capacity x 9/8 slots, so about 74 bytes per flow of
-//! capacity ([`Conntrack::memory_bytes`]): 1,000,000 flows take 74 MB per worker.
+//! A flow is 64 bytes, one cache line (key 44, state, expiry, policy version, packed
+//! decision), in a pool of `capacity` flows; the Robin Hood slot array that finds them
+//! has capacity x 9/8 slots of 8 bytes (pool index, hash tag, distance). About 73 bytes
+//! per flow of capacity ([`Conntrack::memory_bytes`]): 1,000,000 flows take 73 MB per
+//! worker, allocated when the table is created.
 //!
 //! # Expiry
 //!
 //! Lazy: a lookup that finds an expired flow removes it and proceeds as for a miss.
-//! Incremental: [`Conntrack::expire`] visits at most `budget` slots per call, from a
-//! cursor that wraps around the table.
+//! Incremental: [`Conntrack::expire`] visits at most `budget` flow-pool entries per
+//! call, from a cursor that wraps around the pool.
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -244,6 +246,11 @@ pub struct FlowInfo {
     /// The direction of the packet the flow was looked up with.
     pub direction: Direction,
 }
+
+/// The hash of a packet's flow key, from [`Conntrack::prefetch`] for
+/// [`Conntrack::prefetch_flow`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Prefetch(u64);
 
 /// One worker's connection-tracking state: the flow table and the fragment table.
 #[derive(Debug)]
@@ -580,24 +587,26 @@ impl Conntrack {
         }
     }
 
-    /// Removes flows expired at `now`, visiting at most `budget` slots from where the
-    /// previous call stopped (call it once per poll round with a small budget, e.g. 64:
-    /// the whole table is swept every `slots / budget` rounds). Returns the number of
-    /// flows removed.
+    /// Removes flows expired at `now`, visiting at most `budget` entries of the flow
+    /// pool from where the previous call stopped (call it once per poll round with a
+    /// small budget, e.g. 64: the whole table is swept every `capacity / budget` rounds).
+    /// The sweep reads the pool in memory order; only an expired flow costs a look at
+    /// its slot. Returns the number of flows removed.
     pub fn expire(&mut self, now: u32, budget: usize) -> usize {
         let mut removed = 0;
-        let mut i = self.table.wrap(self.cursor);
+        let entries = self.table.entries();
+        let mut j = if self.cursor >= entries { 0 } else { self.cursor };
         for _ in 0..budget {
-            match self.table.get(i) {
-                Some(f) if now >= f.expires => {
-                    // The next flow of the run may shift into slot i: look again.
-                    self.table.remove(i);
+            if let Some(f) = self.table.entry(j) {
+                if now >= f.expires {
+                    let hash = self.hasher.key(&f.key);
+                    self.table.remove_entry(j, hash);
                     removed += 1;
                 }
-                _ => i = self.table.wrap(i + 1),
             }
+            j = if j + 1 >= entries { 0 } else { j + 1 };
         }
-        self.cursor = i;
+        self.cursor = j;
         if removed > 0 {
             self.counters.expiries.add(removed as u64);
             self.counters.entries.set(self.table.len() as u64);
@@ -605,18 +614,39 @@ impl Conntrack {
         removed
     }
 
+    /// First stage of a batched lookup, for a burst of packets about to be
+    /// [`process`](Conntrack::process)ed: computes the hash of `meta`'s flow key and asks
+    /// the CPU for the table's cache line where the lookup will start. Call it for every
+    /// packet of the burst, then [`Conntrack::prefetch_flow`] for every packet, then
+    /// `process` them: the memory latencies of the burst overlap instead of adding up.
+    /// `None` for packets `process` does not look up by their own flow key (non-IP,
+    /// later fragments, ICMP other than echo).
+    ///
+    /// A hint only: it reads and changes nothing, so the result of `process` is the same
+    /// with or without it (and with the table changed in between).
+    #[inline]
+    pub fn prefetch(&self, meta: &PacketMeta) -> Option<Prefetch> {
+        if matches!(meta.fragment, Fragment::Later { .. }) {
+            return None;
+        }
+        let (k, _) = lookup_key(meta)?;
+        let hash = self.hasher.key(&k);
+        self.table.prefetch_home(hash);
+        Some(Prefetch(hash))
+    }
+
+    /// Second stage of a batched lookup (see [`Conntrack::prefetch`]): reads the slot
+    /// tags fetched by the first stage and asks for the flow the lookup will compare
+    /// first. A hint only.
+    #[inline]
+    pub fn prefetch_flow(&self, p: Prefetch) {
+        self.table.prefetch_flow(p.0);
+    }
+
     /// The flow `meta` belongs to, if tracked and not expired at `now` (for `explain`,
     /// stats and tests; the packet path uses [`Conntrack::process`]).
     pub fn flow(&self, meta: &PacketMeta, now: u32) -> Option<FlowInfo> {
-        let (src, dst) = meta.addrs?;
-        let (sp, dp) = match meta.l4 {
-            L4::Ports { src, dst } => (src, dst),
-            L4::Icmp { ty, id, .. } if icmp::is_echo(meta.proto, ty) => (id, id),
-            L4::Icmp { .. } => return None,
-            L4::None => (0, 0),
-        };
-        let tags = key::tags(meta.outer_vlan, meta.inner_vlan, src.is_ipv6());
-        let (k, src_is_lo) = key::make(key::words(src), sp, key::words(dst), dp, meta.proto, tags);
+        let (k, src_is_lo) = lookup_key(meta)?;
         let f = self.table.get(self.table.find(&k, self.hasher.key(&k))?)?;
         (now < f.expires).then(|| FlowInfo {
             state: f.state,
@@ -635,6 +665,21 @@ impl Conntrack {
     fn check(&self) {
         self.table.check(|k| self.hasher.key(k));
     }
+}
+
+/// The flow key `meta` is looked up with, and whether its sender is the key's `lo`
+/// endpoint; `None` for non-IP frames and ICMP other than echo.
+#[inline]
+fn lookup_key(meta: &PacketMeta) -> Option<(Key, bool)> {
+    let (src, dst) = meta.addrs?;
+    let (sp, dp) = match meta.l4 {
+        L4::Ports { src, dst } => (src, dst),
+        L4::Icmp { ty, id, .. } if icmp::is_echo(meta.proto, ty) => (id, id),
+        L4::Icmp { .. } => return None,
+        L4::None => (0, 0),
+    };
+    let tags = key::tags(meta.outer_vlan, meta.inner_vlan, src.is_ipv6());
+    Some(key::make(key::words(src), sp, key::words(dst), dp, meta.proto, tags))
 }
 
 #[inline]

@@ -59,6 +59,43 @@ pub fn prefetch<T>(ptr: *const T) {
     let _ = ptr;
 }
 
+/// Hints the CPU to load the cache line holding `slice[i]`; does nothing when `i` is out
+/// of range. Safe: the address is computed without dereferencing it.
+#[inline(always)]
+pub fn prefetch_index<T>(slice: &[T], i: usize) {
+    if i < slice.len() {
+        prefetch(slice.as_ptr().wrapping_add(i));
+    }
+}
+
+/// Asks the kernel to back the memory of `mem` with transparent huge pages (2 MiB on
+/// x86-64) where it can. For a large table read at random addresses (the conntrack flow
+/// table) this turns a page walk per lookup (a nested one in a VM) into a TLB hit. Only
+/// the whole pages inside `mem` are advised; call it before the memory is first written
+/// (e.g. on a `Vec`'s spare capacity): pages already in place are merged later, if ever,
+/// by khugepaged. A hint: when the kernel has no transparent huge pages or they are
+/// off, nothing happens. Not Linux: nothing.
+pub fn advise_huge_pages<T>(mem: &[T]) {
+    #[cfg(target_os = "linux")]
+    {
+        // SAFETY: sysconf has no preconditions.
+        let page = usize::try_from(unsafe { libc::sysconf(libc::_SC_PAGESIZE) }).unwrap_or(4096).max(1);
+        let start = mem.as_ptr() as usize;
+        let end = start.saturating_add(std::mem::size_of_val(mem));
+        let a = start.div_ceil(page) * page;
+        let b = end / page * page;
+        if b > a {
+            // SAFETY: MADV_HUGEPAGE changes neither the contents nor the permissions of
+            // the mapping, and [a, b) lies inside the memory `mem` borrows.
+            unsafe {
+                libc::madvise(a as *mut libc::c_void, b - a, libc::MADV_HUGEPAGE);
+            }
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = mem;
+}
+
 /// Timestamp-counter ticks per second (valid after [`Eal::init`]).
 pub fn tsc_hz() -> u64 {
     // SAFETY: no preconditions; returns 0 before EAL init.
