@@ -294,8 +294,13 @@ def plot(res, path):
         panels.remove("workers")
     if not panels:
         return False
-    fig, axes = plt.subplots(1, len(panels), figsize=(4.6 * len(panels), 4.2), squeeze=False)
-    for ax, k in zip(axes[0], panels):
+    rows = 1 if len(panels) <= 3 else 2
+    cols = -(-len(panels) // rows)
+    fig, axes = plt.subplots(rows, cols, figsize=(5.2 * cols, 4.3 * rows), squeeze=False)
+    flat = [ax for row in axes for ax in row]
+    for ax in flat[len(panels):]:
+        ax.set_visible(False)
+    for ax, k in zip(flat, panels):
         if k == "forwarding":
             fw = res[k]
             names = list(fw)
