@@ -5,7 +5,7 @@
 //! the management thread reads them with relaxed loads. No counter is shared between
 //! two writers, so workers never contend on a cache line.
 //!
-//! Every drop reason is declared once, in [`drop_reasons!`]; that one list produces the
+//! Every drop reason is declared once, in `drop_reasons!`; that one list produces the
 //! [`DropReason`] enum, its exported names and its descriptions.
 
 use std::sync::atomic::{AtomicU64, Ordering};

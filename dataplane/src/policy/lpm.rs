@@ -348,7 +348,7 @@ impl<K: Key> Table<K> {
     /// The longest prefix that holds `addr`. Never panics; a corrupt table (impossible
     /// by construction) reads as "no match".
     ///
-    /// With a [`Direct`] index: the window of the address's top bits, then its leaf
+    /// With a direct index (`Direct`): the window of the address's top bits, then its leaf
     /// node. Without: one node per level, the root first, then at each level the node
     /// numbered by the rank found so far. Every lookup in one table takes the same path,
     /// so its branches are predicted; the walk is unrolled for the usual depths.
