@@ -195,8 +195,9 @@ pub struct WorkerCounters {
     pub polls: Counter,
     /// Loop rounds that received at least one packet (busy ratio = busy_polls / polls).
     pub busy_polls: Counter,
-    /// Timestamp-counter cycles spent in rounds that received packets: the worker's
-    /// cost of its traffic (cycles per packet = busy_cycles / the worker's received packets), with
+    /// Timestamp-counter cycles spent in rounds that received packets (the whole round:
+    /// judging, sending, that round's expiry sweep and drain): the worker's cost of its
+    /// traffic (cycles per packet = busy_cycles / the worker's received packets), with
     /// the idle polling of a poll-mode core left out.
     pub busy_cycles: Counter,
     /// Timestamp counter at the start of the latest round (the worker's heartbeat).

@@ -3,8 +3,8 @@
 //! A worker owns a set of [`Path`]s, each one direction of a port pair: an rx queue on
 //! one port and a tx queue on its partner. One round of the loop visits every path:
 //! receive a burst into a stack array, parse it whole, prefetch the flow-table slots of
-//! its packets (with conntrack), judge each packet ([`judge`]: parse, then the current
-//! policy), move what is allowed into the path's pending tx burst and free what
+//! its packets (with conntrack), judge each packet ([`judge_parsed`]: connection tracking and the
+//! current policy), move what is allowed into the path's pending tx burst and free what
 //! is not (counted by reason). A pending burst is sent when it is full, when the rx
 //! burst that fed it was short (the rx queue is empty: nothing more to batch with), and
 //! every [`DRAIN_INTERVAL_US`] otherwise; what the NIC refuses is freed and counted as
@@ -416,6 +416,10 @@ fn judge_burst(
 ) -> usize {
     let n = burst.rx.len();
     if n == 0 {
+        // The rx queue is empty: what an earlier full burst left pending goes now.
+        if !state.pending.is_empty() {
+            flush(state, counters);
+        }
         return 0;
     }
     let rx_port = &counters.ports[state.path.rx_port];

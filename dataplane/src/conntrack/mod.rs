@@ -600,8 +600,7 @@ impl Conntrack {
             if let Some(f) = self.table.entry(j) {
                 if now >= f.expires {
                     let hash = self.hasher.key(&f.key);
-                    self.table.remove_entry(j, hash);
-                    removed += 1;
+                    removed += usize::from(self.table.remove_entry(j, hash));
                 }
             }
             j = if j + 1 >= entries { 0 } else { j + 1 };

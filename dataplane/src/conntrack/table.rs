@@ -345,23 +345,25 @@ impl Table {
         self.flows.len()
     }
 
-    /// Removes the flow in pool entry `j`, whose key hashes to `hash`.
-    pub(crate) fn remove_entry(&mut self, j: usize, hash: u64) {
+    /// Removes the flow in pool entry `j`, whose key hashes to `hash`; false when no slot
+    /// points at it (the entry is free, or the table lost track of it).
+    pub(crate) fn remove_entry(&mut self, j: usize, hash: u64) -> bool {
         if self.entry(j).is_none() {
-            return;
+            return false;
         }
         let mut i = self.home(hash);
         for dist in 0..=MAX_DIST {
             let m = self.slot_at(i);
             if m == 0 || dist_of(m) < dist {
-                return;
+                return false;
             }
             if index_of(m) == j {
                 self.remove(i);
-                return;
+                return true;
             }
             i = self.next(i);
         }
+        false
     }
 
     /// Up to `n` slots starting at the home slot of `hash`, wrapping: the neighbourhood
