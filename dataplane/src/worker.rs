@@ -5,10 +5,11 @@
 //! receive a burst into a stack array, parse it whole, prefetch the flow-table slots of
 //! its packets (with conntrack), judge each packet ([`judge_parsed`]: connection tracking and the
 //! current policy), move what is allowed into the path's pending tx burst and free what
-//! is not (counted by reason). A pending burst is sent when it is full, when the rx
-//! burst that fed it was short (the rx queue is empty: nothing more to batch with), and
-//! every [`DRAIN_INTERVAL_US`] otherwise; what the NIC refuses is freed and counted as
-//! `tx_full`.
+//! is not (counted by reason). A pending burst is sent when it is full; when the rx
+//! queue runs empty (a short or empty rx burst: nothing more to batch with), unless each
+//! transmit costs a system call ([`TxQueue::syscall_per_burst`]: af_packet, tap, pcap),
+//! where light traffic is batched; and every [`DRAIN_INTERVAL_US`] in any case. What the
+//! NIC refuses is freed and counted as `tx_full`.
 //!
 //! On the packet path nothing allocates, locks, blocks or panics: bursts live on the
 //! stack, counters are the worker's own, and the policy is read through an
@@ -234,6 +235,9 @@ pub struct Path {
 struct PathState {
     path: Path,
     pending: MbufBurst,
+    /// Send a pending burst as soon as the rx queue runs empty (cheap transmits), rather
+    /// than waiting for it to fill or for the drain timer (a system call per transmit).
+    eager: bool,
 }
 
 /// A worker: its paths, the shared policy, its own counters, and the stop flag.
@@ -268,7 +272,13 @@ impl Worker {
             conntrack,
             events: None,
             tsc_hz,
-            paths: paths.into_iter().map(|path| PathState { path, pending: MbufBurst::new() }).collect(),
+            paths: paths
+                .into_iter()
+                .map(|path| {
+                    let eager = !path.tx.syscall_per_burst();
+                    PathState { path, pending: MbufBurst::new(), eager }
+                })
+                .collect(),
             policy,
             counters,
             stop,
@@ -417,7 +427,7 @@ fn judge_burst(
     let n = burst.rx.len();
     if n == 0 {
         // The rx queue is empty: what an earlier full burst left pending goes now.
-        if !state.pending.is_empty() {
+        if state.eager && !state.pending.is_empty() {
             flush(state, counters);
         }
         return 0;
@@ -471,9 +481,9 @@ fn judge_burst(
     rx_port.rx_packets.add(n as u64);
     rx_port.rx_bytes.add(rx_bytes);
     // A short burst means the rx queue is empty: send now rather than wait for the drain
-    // timer, so that light traffic is not delayed. Under load bursts are full and tx
-    // stays batched.
-    if state.pending.is_full() || n < dpdk::BURST_SIZE {
+    // timer, so that light traffic is not delayed (unless a transmit is a system call:
+    // then batching is worth the wait). Under load bursts are full and tx stays batched.
+    if state.pending.is_full() || (state.eager && n < dpdk::BURST_SIZE) {
         flush(state, counters);
     }
     dpdk::free_bulk(&mut dropped);

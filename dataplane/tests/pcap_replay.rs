@@ -319,6 +319,10 @@ fn replay_corpus(name: &str, policy: Policy, conntrack: bool) -> Summary {
             .unwrap_or_else(|e| panic!("{label}: attach net_pcap: {e}"));
         pcap.configure(setup, &pool).unwrap_or_else(|e| panic!("{label}: configure: {e}"));
         pcap.start().unwrap_or_else(|e| panic!("{label}: start: {e}"));
+        // Transmit through libpcap is a system call; through a ring it is not (the
+        // worker batches light traffic only on the former).
+        assert!(pcap.tx_queue(0).unwrap().syscall_per_burst(), "{label}: net_pcap tx is a system call");
+        assert!(!cable.a.tx_queue(0).unwrap().syscall_per_burst(), "{label}: net_ring tx is not");
 
         let counters = Arc::new(WorkerCounters::new(2));
         let ct = conntrack.then(|| {

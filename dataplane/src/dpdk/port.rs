@@ -187,6 +187,21 @@ impl Port {
         Ok((info.max_rx_queues, info.max_tx_queues))
     }
 
+    /// The name of the device's driver (e.g. `net_af_packet`, `net_ixgbe`).
+    pub fn driver_name(&self) -> Result<String, DpdkError> {
+        let mut info = dpdk_sys::rte_eth_dev_info::default();
+        // SAFETY: valid port id and out-pointer.
+        check(|| format!("rte_eth_dev_info_get(port {})", self.id), unsafe {
+            dpdk_sys::rte_eth_dev_info_get(self.id, &mut info)
+        })?;
+        if info.driver_name.is_null() {
+            return Ok(String::new());
+        }
+        // SAFETY: the driver's name is a NUL-terminated string that lives as long as the
+        // driver (static in the PMD).
+        Ok(unsafe { std::ffi::CStr::from_ptr(info.driver_name) }.to_string_lossy().into_owned())
+    }
+
     /// The RSS flow types the device can hash on (0: no RSS).
     pub fn rss_flow_types(&self) -> Result<u64, DpdkError> {
         let mut info = dpdk_sys::rte_eth_dev_info::default();
@@ -364,7 +379,11 @@ impl Port {
     /// A handle on tx queue `queue`; one thread per queue, as for rx.
     pub fn tx_queue(&self, queue: u16) -> Result<TxQueue, DpdkError> {
         match self.setup {
-            Some(s) if queue < s.tx_queues => Ok(TxQueue { port: self.id, queue }),
+            Some(s) if queue < s.tx_queues => Ok(TxQueue {
+                port: self.id,
+                queue,
+                syscall_per_burst: self.driver_name().is_ok_and(|d| SYSCALL_TX_DRIVERS.contains(&d.as_str())),
+            }),
             _ => Err(DpdkError::other(format!("tx queue {queue} of port {}", self.id), "no such queue")),
         }
     }
@@ -430,17 +449,29 @@ impl RxQueue {
     }
 }
 
+/// Drivers whose transmit is a system call per burst (or per packet): the kernel's
+/// packet socket, tap device and libpcap.
+const SYSCALL_TX_DRIVERS: [&str; 3] = ["net_af_packet", "net_tap", "net_pcap"];
+
 /// One tx queue of one port. Not `Clone`: one transmitter per queue.
 #[derive(Debug)]
 pub struct TxQueue {
     port: u16,
     queue: u16,
+    syscall_per_burst: bool,
 }
 
 impl TxQueue {
     /// Port id.
     pub fn port(&self) -> u16 {
         self.port
+    }
+
+    /// Whether each [`TxQueue::tx_burst`] costs a system call (af_packet, tap, pcap
+    /// devices): there, sending few packets at a time costs far more CPU per packet than
+    /// on a NIC or a ring, whose transmit is a doorbell or an enqueue.
+    pub fn syscall_per_burst(&self) -> bool {
+        self.syscall_per_burst
     }
 
     /// Offers every packet of `burst` to the NIC. The NIC owns what it accepted; those
