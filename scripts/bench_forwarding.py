@@ -93,7 +93,7 @@ def testpmd(args, mode):
     # With --stats-period testpmd prints rates every second until SIGINT (without it, it
     # would wait for its stdin to close).
     p = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    lines = read_live(p, stats_line="Tx-pps")
+    lines = read_live(p.stdout, p.pid, lambda line: "Tx-pps" in line)
     # Time the run from testpmd's first stats period: its start-up (memory, ports, loading
     # a million-packet pcap into mbufs) grows with the cores, the mbufs and the pcaps.
     deadline = time.monotonic() + 120
@@ -124,14 +124,15 @@ def testpmd(args, mode):
     return periods[1:], cpu_rates(samples[1:])
 
 
-def read_live(p, stats_line):
-    """Collects p's output lines in a list, each with the CPU time of p's threads when a
-    line containing stats_line arrived (None for other lines)."""
+def read_live(stream, pid, is_stats):
+    """Collects the lines of `stream` (an output of process `pid`) in a list, each with the
+    CPU time of the process's threads when a line `is_stats` says opens a stats period
+    arrived (None for other lines)."""
     lines = Lines()
 
     def run():
-        for line in p.stdout:
-            lines.append((thread_cpu_ns(p.pid) if stats_line in line else None, line))
+        for line in stream:
+            lines.append((thread_cpu_ns(pid) if is_stats(line) else None, line))
 
     lines.reader = threading.Thread(target=run, daemon=True)
     lines.reader.start()
@@ -140,19 +141,6 @@ def read_live(p, stats_line):
 
 class Lines(list):
     """A list of output lines with the thread that reads them (.reader)."""
-
-
-def read_live_stderr(p):
-    """read_live on p's stderr, snapshotting at each stats block."""
-    lines = Lines()
-
-    def run():
-        for line in p.stderr:
-            lines.append((thread_cpu_ns(p.pid) if line.startswith("policy version") else None, line))
-
-    lines.reader = threading.Thread(target=run, daemon=True)
-    lines.reader.start()
-    return lines
 
 
 def thread_cpu_ns(pid):
@@ -220,7 +208,7 @@ def bulkhead(args):
     try:
         cmd = [args.bulkhead, "run", "--config", path, "--duration", str(args.seconds), "--stats-interval", "1"]
         p = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        lines = read_live_stderr(p)
+        lines = read_live(p.stderr, p.pid, lambda line: line.startswith("policy version"))
         stdout = p.stdout.read() if p.stdout else ""
         p.wait(timeout=args.seconds + 60)
         lines.reader.join(timeout=30)

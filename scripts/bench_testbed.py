@@ -96,6 +96,15 @@ def routed(on):
     ns("app", "sysctl", "-qw", f"net.ipv4.ip_forward={1 if on else 0}")
 
 
+def stop(proc):
+    """SIGINT, as an operator would stop it; SIGKILL if it has not exited in 20 s."""
+    proc.send_signal(signal.SIGINT)
+    try:
+        proc.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+
+
 def mac(box, dev):
     return ns(box, "cat", f"/sys/class/net/{dev}/address").stdout.strip()
 
@@ -263,11 +272,7 @@ def main():
                 res["bulkhead"].append(r)
                 tcp["bulkhead"].append(iperf(args))
             finally:
-                proc.send_signal(signal.SIGINT)
-                try:
-                    proc.wait(timeout=20)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
+                stop(proc)
             # dpdk-testpmd io on the same af_packet ports: what the PMD and the kernel
             # path under it carry at most here, with no packet looked at.
             tp = subprocess.Popen(
@@ -282,11 +287,7 @@ def main():
                 res["testpmd"].append(trafgen(mac("dst", "eth0"), args))
                 tcp["testpmd"].append(iperf(args))
             finally:
-                tp.send_signal(signal.SIGINT)
-                try:
-                    tp.wait(timeout=20)
-                except subprocess.TimeoutExpired:
-                    tp.kill()
+                stop(tp)
             print(f"trial {t + 1}/{args.trials}: " + ", ".join(
                 f"{k} {res[k][-1]['delivered'] / res[k][-1]['elapsed_s'] / 1e3:.0f} kpps" for k in res)
                 + ", tcp " + ", ".join(f"{k} {v[-1] / 1e9:.2f} Gbit/s" for k, v in tcp.items()), file=sys.stderr)

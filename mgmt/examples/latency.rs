@@ -147,7 +147,8 @@ fn main() {
     let hz = dpdk::tsc_hz() as f64;
     let mut next_frame = 0usize;
     let mut lat_cycles: Vec<u64> = Vec::with_capacity(1 << 24);
-    // One round: send up to `burst` stamped frames (if `send`), receive what is there.
+    // One round: send up to `burst` stamped frames, receive what is there (recording the
+    // latencies if `record`). Returns (sent, received).
     let mut round = |burst: usize, record: bool, lat: &mut Vec<u64>| -> (usize, usize) {
         let mut out = MbufBurst::new();
         let now = dpdk::tsc();
@@ -160,7 +161,6 @@ fn main() {
             d[n - 8..].copy_from_slice(&now.to_le_bytes());
             out.push(m);
         }
-        let offered = out.len();
         let sent = tx.tx_burst(&mut out);
         dpdk::free_bulk(&mut out);
         let mut got = MbufBurst::new();
@@ -174,7 +174,6 @@ fn main() {
             }
         }
         dpdk::free_bulk(&mut got);
-        let _ = offered;
         (sent, n)
     };
 
