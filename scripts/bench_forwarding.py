@@ -233,7 +233,7 @@ def bulkhead(args):
     if args.scenario == "flows" and not any(s[2] >= full for s in samples):
         raise SystemExit(f"the flow table never held {full:.0f} flows:\n{stderr[-3000:]}")
     if len(rates) < 2:
-        raise SystemExit(f"bulkhead gave too few samples:\n{r.stderr[-3000:]}")
+        raise SystemExit(f"bulkhead gave too few samples:\n{stderr[-3000:]}")
     drops = re.findall(r"^\s+(\w+)\s+(\d+)\s+\(", stdout, re.M)
     ct = {"flows": samples[-1][2], "hits": samples[-1][3]} if samples else {}
     # The same per CPU second of the worker thread, over the samples counted above.
