@@ -7,8 +7,8 @@
 //! current policy), move what is allowed into the path's pending tx burst and free what
 //! is not (counted by reason). A pending burst is sent when it is full; when the rx
 //! queue runs empty (a short or empty rx burst: nothing more to batch with), unless each
-//! transmit costs a system call ([`TxQueue::syscall_per_burst`]: af_packet, tap, pcap),
-//! where light traffic is batched; and every [`DRAIN_INTERVAL_US`] in any case. What the
+//! transmit costs a system call ([`TxQueue::syscall_per_burst`]: af_packet, af_xdp, tap,
+//! pcap), where light traffic is batched; and every [`DRAIN_INTERVAL_US`] in any case. What the
 //! NIC refuses is freed and counted as `tx_full`.
 //!
 //! On the packet path nothing allocates, locks, blocks or panics: bursts live on the

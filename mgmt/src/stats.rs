@@ -76,6 +76,15 @@ pub struct ConntrackSnapshot {
     pub hits: u64,
     /// ICMP errors passed as related.
     pub related: u64,
+    /// Flows re-checked against a new policy and kept.
+    #[serde(default)]
+    pub rechecked: u64,
+    /// First fragments recorded, for their datagram's later fragments to follow.
+    #[serde(default)]
+    pub fragments_tracked: u64,
+    /// Fragment-table entries overwritten before they expired.
+    #[serde(default)]
+    pub fragment_overwrites: u64,
 }
 
 impl ConntrackSnapshot {
@@ -91,6 +100,9 @@ impl ConntrackSnapshot {
             s.revoked += c.revoked.get();
             s.hits += c.hits.get();
             s.related += c.related.get();
+            s.rechecked += c.rechecked.get();
+            s.fragments_tracked += c.fragments_tracked.get();
+            s.fragment_overwrites += c.fragment_overwrites.get();
         }
         s
     }
@@ -322,8 +334,19 @@ impl Snapshot {
         if let Some(ct) = &self.conntrack {
             let _ = writeln!(
                 out,
-                "conntrack: {} flows, {} inserts, {} expiries, {} evictions, {} table-full drops, {} revoked, {} hits, {} related",
-                ct.entries, ct.inserts, ct.expiries, ct.evictions, ct.table_full, ct.revoked, ct.hits, ct.related
+                "conntrack: {} flows, {} inserts, {} expiries, {} evictions, {} table-full drops, {} revoked, {} hits, {} related, \
+                 {} rechecked, {} fragments tracked, {} fragment overwrites",
+                ct.entries,
+                ct.inserts,
+                ct.expiries,
+                ct.evictions,
+                ct.table_full,
+                ct.revoked,
+                ct.hits,
+                ct.related,
+                ct.rechecked,
+                ct.fragments_tracked,
+                ct.fragment_overwrites
             );
         }
         for (i, w) in self.workers.iter().enumerate() {

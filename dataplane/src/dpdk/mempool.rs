@@ -63,6 +63,13 @@ impl Mempool {
         unsafe { dpdk_sys::rte_mempool_in_use_count(self.raw.as_ptr()) }
     }
 
+    /// Gives the pool up without freeing it: for mbufs a driver keeps after its port is
+    /// closed (see `mgmt`'s shutdown), which freeing the pool would leave dangling. The
+    /// memory goes back when the process ends.
+    pub fn leak(self) {
+        std::mem::forget(self);
+    }
+
     /// Takes one mbuf, or `None` when the pool is exhausted.
     #[inline]
     pub fn alloc(&self) -> Option<Mbuf> {

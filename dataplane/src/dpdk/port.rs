@@ -450,8 +450,9 @@ impl RxQueue {
 }
 
 /// Drivers whose transmit is a system call per burst (or per packet): the kernel's
-/// packet socket, tap device and libpcap.
-const SYSCALL_TX_DRIVERS: [&str; 3] = ["net_af_packet", "net_tap", "net_pcap"];
+/// packet socket, an XDP socket in copy mode (its `sendto` wake-up), tap device and
+/// libpcap.
+const SYSCALL_TX_DRIVERS: [&str; 4] = ["net_af_packet", "net_af_xdp", "net_tap", "net_pcap"];
 
 /// One tx queue of one port. Not `Clone`: one transmitter per queue.
 #[derive(Debug)]
@@ -467,8 +468,8 @@ impl TxQueue {
         self.port
     }
 
-    /// Whether each [`TxQueue::tx_burst`] costs a system call (af_packet, tap, pcap
-    /// devices): there, sending few packets at a time costs far more CPU per packet than
+    /// Whether each [`TxQueue::tx_burst`] costs a system call (af_packet, af_xdp, tap,
+    /// pcap devices): there, sending few packets at a time costs far more CPU per packet than
     /// on a NIC or a ring, whose transmit is a doorbell or an enqueue.
     pub fn syscall_per_burst(&self) -> bool {
         self.syscall_per_burst

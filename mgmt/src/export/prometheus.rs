@@ -146,6 +146,17 @@ pub fn render(snapshot: &Snapshot, extra: &Extra) -> String {
             ("bulkhead_conntrack_revoked_total", "Flows revoked by a new policy.", ct.revoked),
             ("bulkhead_conntrack_hits_total", "Packets that hit a tracked flow.", ct.hits),
             ("bulkhead_conntrack_related_total", "ICMP errors passed as related to a tracked flow.", ct.related),
+            ("bulkhead_conntrack_rechecked_total", "Flows re-checked against a new policy and kept.", ct.rechecked),
+            (
+                "bulkhead_conntrack_fragments_tracked_total",
+                "First fragments recorded for their datagram's later fragments.",
+                ct.fragments_tracked,
+            ),
+            (
+                "bulkhead_conntrack_fragment_overwrites_total",
+                "Fragment-table entries overwritten before they expired.",
+                ct.fragment_overwrites,
+            ),
         ] {
             o.family(name, "counter", help);
             o.sample(name, &[], value);

@@ -277,6 +277,15 @@ impl Appliance {
         assert!(status.success(), "bulkhead exited with {status}; stdout:\n{out}");
         out
     }
+
+    /// [`Appliance::stop`], with what it printed on stderr after start-up (its log).
+    pub fn stop_with_log(mut self) -> (String, String) {
+        let stderr = std::mem::replace(&mut self.stderr, mpsc::channel().1);
+        let out = self.stop();
+        // The reader thread ends when the pipe closes, with the process.
+        let log: Vec<String> = std::iter::from_fn(|| stderr.recv_timeout(Duration::from_secs(5)).ok()).collect();
+        (out, log.join("\n"))
+    }
 }
 
 impl Drop for Appliance {
