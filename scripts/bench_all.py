@@ -13,7 +13,8 @@ Sections (--only picks some; all by default):
   classify    classifier ns/packet next to a bare LPM lookup (criterion bench), and the
               flow table at 1,000,000 flows (conntrack bench).
   testbed     bulkhead vs nftables with the same policy on the veth test-bed: 64-byte UDP
-              rate, CPU per packet, TCP throughput (scripts/bench_testbed.py; root).
+              rate, CPU per packet, TCP throughput; bulkhead and testpmd on af_packet and
+              on af_xdp ports (scripts/bench_testbed.py; root).
   latency     p50/p90/p99/p99.9 through the worker at half its capacity
               (mgmt/examples/latency.rs), without and with conntrack.
   workers     1, 2, 4 and 8 workers (as many as the machine has cores for), bulkhead
@@ -38,6 +39,7 @@ import types
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "scripts"))
+import bench_testbed  # noqa: E402  (its table of results, for the report)
 
 SECTIONS = ["forwarding", "rules", "classify", "testbed", "latency", "workers"]
 RULE_COUNTS = [1, 10, 100, 1000, 10000]
@@ -242,18 +244,9 @@ def markdown(res):
                   f"{cl.get('ct_bytes_per_flow', 0):.1f} |", ""]
     tb = res.get("testbed")
     if tb:
-        s, q = tb["summary"], tb["ratios_bulkhead_over_nftables"]
         lines += ["**bulkhead vs nftables on the veth test-bed** (same policy; 64-byte UDP from trafgen; CPU per packet "
-                  "without the generator's own cost; bulkhead's core counted for its busy cycles only):", "",
-                  "| forwarder | 64-byte UDP delivered | CPU per packet | packets/s per core | TCP (iperf3) |",
-                  "|---|---|---|---|---|"]
-        for k in ("nftables", "bulkhead"):
-            lines.append(f"| {k} | {s[k]['udp64_delivered_pps'] / 1e3:.0f} kpps | {s[k]['udp64_cost_ns_per_packet']:.0f} ns | "
-                         f"{mpps(s[k]['udp64_pps_per_core'])} | {s[k]['tcp_bits_per_second'] / 1e9:.2f} Gbit/s |")
-        if s.get("testpmd"):
-            lines.append(f"| dpdk-testpmd io, same af_packet ports (I/O ceiling) | {s['testpmd']['udp64_delivered_pps'] / 1e3:.0f} kpps "
-                         f"| | | {s['testpmd']['tcp_bits_per_second'] / 1e9:.2f} Gbit/s |")
-        lines += [f"| bulkhead/nftables | {q['delivered_udp64']:.2f} | | {q['per_core_udp64']:.2f} (goal 3) | {q['tcp']:.2f} |", ""]
+                  "without the generator's own cost; bulkhead's core counted for its busy cycles only):", ""]
+        lines += bench_testbed.markdown_table(tb) + [""]
     la = res.get("latency")
     if la:
         lines += ["**Latency through the worker at half its capacity** (in-process rings, TSC stamps):", "",
@@ -328,10 +321,12 @@ def plot(res, path):
             s = res[k]["summary"]
             metrics = [("udp64_pps_per_core", "UDP64 pkts/s\nper core"), ("udp64_delivered_pps", "UDP64\ndelivered"),
                        ("tcp_bits_per_second", "TCP")]
-            w = 0.38
-            for i, f in enumerate(("nftables", "bulkhead")):
-                ax.bar([x + (i - 0.5) * w for x in range(len(metrics))],
-                       [s[f][m] / max(s["nftables"][m], 1e-9) for m, _ in metrics], w, label=f)
+            shown = [f for f in ("nftables", "bulkhead", "bulkhead-af_xdp") if f in s]
+            w = 0.8 / len(shown)
+            for i, f in enumerate(shown):
+                ax.bar([x + (i - (len(shown) - 1) / 2) * w for x in range(len(metrics))],
+                       [s[f][m] / max(s["nftables"][m], 1e-9) for m, _ in metrics], w,
+                       label=bench_testbed.LABELS[f].replace(" ports", ""))
             ax.set_xticks(range(len(metrics)), [l for _, l in metrics])
             ax.axhline(3, color="grey", ls="--", lw=1, label="goal 3x per core")
             ax.set_ylabel("relative to nftables")

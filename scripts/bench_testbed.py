@@ -5,13 +5,16 @@ in the same run.
 Three namespaces: src -- west [app] east -- dst. In `nftables` mode the app namespace is
 a Linux router (ip_forward) whose forward hook runs the policy translated by
 scripts/nft_policy.py (interval maps, verdict maps, `ct state`); in `bulkhead` mode the
-app namespace's two veths are bulkhead's ports (net_af_packet, one worker, connection
-tracking on) and src and dst share one L2 segment. The policy is the benchmark's full
+app namespace's two veths are bulkhead's ports (one worker, connection tracking on) and
+src and dst share one L2 segment. bulkhead runs once per kernel I/O path of --io:
+`af_packet` (net_af_packet: a packet socket with an mmap'ed ring) and `af_xdp`
+(net_af_xdp: an XDP socket, copy mode on veth; the XDP program takes packets before the
+kernel's stack does). The policy is the benchmark's full
 policy (1,000 segments, 10,000 CIDRs, ~1,000 rules) with two segments for src
 (198.18.1.0/24) and dst (198.18.2.0/24) and rules allowing UDP 9 and TCP 5201 between
-them in front. Third, dpdk-testpmd io on the same af_packet ports: the most the PMD and the
-kernel path under it carry here with no packet looked at (the I/O ceiling of any
-af_packet forwarder on this test-bed).
+them in front. Third, dpdk-testpmd io on the same ports (per I/O path): the most the PMD
+and the kernel path under it carry here with no packet looked at (the I/O ceiling of any
+forwarder on that path on this test-bed).
 
 Measured per mode, `--trials` times, medians reported:
   udp   64-byte UDP frames from trafgen (netsniff-ng; 256 flows, --packets per trial,
@@ -175,13 +178,19 @@ def bed_policy(args, path):
         f.write(body)
 
 
-def bulkhead_config(args, policy_path, sock):
+def vdevs(io):
+    """The app namespace's two veths as DPDK ports on kernel I/O path `io`."""
+    return [f"net_{io}0,iface=west", f"net_{io}1,iface=east"]
+
+
+def bulkhead_config(args, policy_path, sock, io):
     with open(policy_path) as f:
         policy = f.read()
+    west, east = vdevs(io)
     return f"""appliance:
   ports:
-    - {{ name: west, device: "net_af_packet0,iface=west" }}
-    - {{ name: east, device: "net_af_packet1,iface=east" }}
+    - {{ name: west, device: "{west}" }}
+    - {{ name: east, device: "{east}" }}
   pairs: [[west, east]]
   workers: [1]
   management_core: 0
@@ -210,6 +219,84 @@ def cost_per_packet(run, baseline_cost, worker_cpu=None, worker_busy_s=None):
     return total / max(run["delivered"], 1) - baseline_cost
 
 
+LABELS = {
+    "nftables": "nftables",
+    "bulkhead": "bulkhead, af_packet ports",
+    "bulkhead-af_xdp": "bulkhead, af_xdp ports",
+    "testpmd": "dpdk-testpmd io, same af_packet ports (I/O ceiling)",
+    "testpmd-af_xdp": "dpdk-testpmd io, same af_xdp ports (I/O ceiling)",
+}
+
+
+def markdown_table(result):
+    """The Markdown rows of a result (this script's JSON): one row per forwarder, then
+    bulkhead/nftables per I/O path. Reports from before af_xdp have af_packet only."""
+    s, q = result["summary"], result["ratios_bulkhead_over_nftables"]
+    rows = ["| forwarder | 64-byte UDP delivered | CPU per packet | packets/s per core | TCP (iperf3) |",
+            "|---|---|---|---|---|"]
+    for k, label in LABELS.items():
+        if k not in s:
+            continue
+        r = s[k]
+        cost = f"{r['udp64_cost_ns_per_packet']:.0f} ns" if "udp64_cost_ns_per_packet" in r else ""
+        per_core = f"{r['udp64_pps_per_core'] / 1e6:.2f} Mpps" if "udp64_pps_per_core" in r else ""
+        rows.append(f"| {label} | {r['udp64_delivered_pps'] / 1e3:.0f} kpps | {cost} | {per_core} | "
+                    f"{r['tcp_bits_per_second'] / 1e9:.2f} Gbit/s |")
+    for io, suffix in (("af_packet", ""), ("af_xdp", "_af_xdp")):
+        if "per_core_udp64" + suffix in q:
+            rows.append(f"| bulkhead/nftables, {io} | {q['delivered_udp64' + suffix]:.2f} | | "
+                        f"{q['per_core_udp64' + suffix]:.2f} (goal 3) | {q['tcp' + suffix]:.2f} |")
+    return rows
+
+
+def forwarder(program, io):
+    """A forwarder's name in the results: `bulkhead` and `testpmd` on af_packet (the names
+    of the first reports), `bulkhead-af_xdp` and `testpmd-af_xdp` on XDP sockets."""
+    return program if io == "af_packet" else f"{program}-{io}"
+
+
+def run_bulkhead(args, tmp, policy, sock, io, base):
+    """bulkhead on `io` ports: the UDP run (with its CPU cost per packet) and TCP."""
+    cfg = os.path.join(tmp, "bulkhead.yaml")
+    with open(cfg, "w") as f:
+        f.write(bulkhead_config(args, policy, sock, io))
+    log = open(os.path.join(tmp, "bulkhead.log"), "w")
+    proc = subprocess.Popen(["ip", "netns", "exec", f"{P}-app", args.bulkhead, "run", "--config", cfg],
+                            stdout=log, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 30
+        while bulkhead_stats(sock) is None:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise SystemExit("bulkhead did not start: " + open(log.name).read()[-2000:])
+            time.sleep(0.2)
+        ns("src", "ping", "-c", "1", "-W", "2", DST4, check=False)
+        before = bulkhead_stats(sock)
+        r = trafgen(mac("dst", "eth0"), args)
+        after = bulkhead_stats(sock)
+        r["worker_busy_s"] = busy_seconds(before, after)
+        r["cost_s"] = cost_per_packet(r, base, "cpu1", r["worker_busy_s"])
+        return {"udp": r, "tcp": iperf(args)}
+    finally:
+        stop(proc)
+
+
+def run_testpmd(args, io):
+    """dpdk-testpmd io on the same `io` ports: what the PMD and the kernel path under it
+    carry at most here, with no packet looked at."""
+    cmd = ["ip", "netns", "exec", f"{P}-app", "dpdk-testpmd", "-l", "0,1", "--no-huge", "-m", "512", "--no-pci",
+           "--no-shconf", "--file-prefix", f"{P}-tp", "--log-level", "*:warning"]
+    for v in vdevs(io):
+        cmd += ["--vdev", v]
+    cmd += ["--", "--forward-mode=io", "--total-num-mbufs=8192", "--stats-period", "1"]
+    tp = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        time.sleep(3)
+        ns("src", "ping", "-c", "1", "-W", "2", DST4, check=False)
+        return {"udp": trafgen(mac("dst", "eth0"), args), "tcp": iperf(args)}
+    finally:
+        stop(tp)
+
+
 def main():
     global args_global
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -219,8 +306,13 @@ def main():
     ap.add_argument("--trials", type=int, default=3)
     ap.add_argument("--packets", type=int, default=2_000_000)
     ap.add_argument("--seconds", type=int, default=5)
+    ap.add_argument("--io", default="af_packet,af_xdp",
+                    help="kernel I/O paths for bulkhead's and testpmd's ports, comma-separated (af_packet, af_xdp)")
     ap.add_argument("--json")
     args = args_global = ap.parse_args()
+    args.io = [io for io in args.io.split(",") if io]
+    if not args.io or any(io not in ("af_packet", "af_xdp") for io in args.io):
+        raise SystemExit(f"--io: af_packet and/or af_xdp, not {args.io}")
 
     tmp = tempfile.mkdtemp(prefix="bh-bench-")
     policy = os.path.join(tmp, "policy.yaml")
@@ -229,8 +321,9 @@ def main():
     with open(nft_rules, "w") as f:
         subprocess.run([sys.executable, args.nft_policy, policy], stdout=f, check=True)
     sock = os.path.join(tmp, "control.sock")
-    res = {"baseline": [], "nftables": [], "bulkhead": [], "testpmd": []}
-    tcp = {"nftables": [], "bulkhead": [], "testpmd": []}
+    kinds = ["nftables"] + [forwarder(f, io) for io in args.io for f in ("bulkhead", "testpmd")]
+    res = {"baseline": [], **{k: [] for k in kinds}}
+    tcp = {k: [] for k in kinds}
     try:
         up()
         for t in range(args.trials):
@@ -249,45 +342,15 @@ def main():
             tcp["nftables"].append(iperf(args))
             ns("app", "nft", "flush", "ruleset")
 
-            # bulkhead: one L2 segment through the appliance.
+            # bulkhead, then dpdk-testpmd io on the same ports, per kernel I/O path.
             routed(False)
-            cfg = os.path.join(tmp, "bulkhead.yaml")
-            with open(cfg, "w") as f:
-                f.write(bulkhead_config(args, policy, sock))
-            log = open(os.path.join(tmp, "bulkhead.log"), "w")
-            proc = subprocess.Popen(["ip", "netns", "exec", f"{P}-app", args.bulkhead, "run", "--config", cfg],
-                                    stdout=log, stderr=subprocess.STDOUT)
-            try:
-                deadline = time.monotonic() + 30
-                while bulkhead_stats(sock) is None:
-                    if proc.poll() is not None or time.monotonic() > deadline:
-                        raise SystemExit("bulkhead did not start: " + open(log.name).read()[-2000:])
-                    time.sleep(0.2)
-                ns("src", "ping", "-c", "1", "-W", "2", DST4, check=False)
-                before = bulkhead_stats(sock)
-                r = trafgen(mac("dst", "eth0"), args)
-                after = bulkhead_stats(sock)
-                r["worker_busy_s"] = busy_seconds(before, after)
-                r["cost_s"] = cost_per_packet(r, base, "cpu1", r["worker_busy_s"])
-                res["bulkhead"].append(r)
-                tcp["bulkhead"].append(iperf(args))
-            finally:
-                stop(proc)
-            # dpdk-testpmd io on the same af_packet ports: what the PMD and the kernel
-            # path under it carry at most here, with no packet looked at.
-            tp = subprocess.Popen(
-                ["ip", "netns", "exec", f"{P}-app", "dpdk-testpmd", "-l", "0,1", "--no-huge", "-m", "512", "--no-pci",
-                 "--no-shconf", "--file-prefix", f"{P}-tp", "--log-level", "*:warning",
-                 "--vdev", "net_af_packet0,iface=west", "--vdev", "net_af_packet1,iface=east",
-                 "--", "--forward-mode=io", "--total-num-mbufs=8192", "--stats-period", "1"],
-                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-            try:
-                time.sleep(3)
-                ns("src", "ping", "-c", "1", "-W", "2", DST4, check=False)
-                res["testpmd"].append(trafgen(mac("dst", "eth0"), args))
-                tcp["testpmd"].append(iperf(args))
-            finally:
-                stop(tp)
+            for io in args.io:
+                r = run_bulkhead(args, tmp, policy, sock, io, base)
+                res[forwarder("bulkhead", io)].append(r["udp"])
+                tcp[forwarder("bulkhead", io)].append(r["tcp"])
+                r = run_testpmd(args, io)
+                res[forwarder("testpmd", io)].append(r["udp"])
+                tcp[forwarder("testpmd", io)].append(r["tcp"])
             print(f"trial {t + 1}/{args.trials}: " + ", ".join(
                 f"{k} {res[k][-1]['delivered'] / res[k][-1]['elapsed_s'] / 1e3:.0f} kpps" for k in res)
                 + ", tcp " + ", ".join(f"{k} {v[-1] / 1e9:.2f} Gbit/s" for k, v in tcp.items()), file=sys.stderr)
@@ -298,7 +361,8 @@ def main():
         return statistics.median(xs) if xs else 0.0
 
     summary = {}
-    for k in ("nftables", "bulkhead"):
+    bulkheads = [forwarder("bulkhead", io) for io in args.io]
+    for k in ["nftables"] + bulkheads:
         runs = res[k]
         cost = med([r["cost_s"] for r in runs])
         summary[k] = {
@@ -307,29 +371,24 @@ def main():
             "udp64_pps_per_core": 1 / cost if cost > 0 else 0.0,
             "tcp_bits_per_second": med(tcp[k]),
         }
-    summary["testpmd"] = {
-        "udp64_delivered_pps": med([r["delivered"] / r["elapsed_s"] for r in res["testpmd"]]),
-        "tcp_bits_per_second": med(tcp["testpmd"]),
-    }
+    for io in args.io:
+        k = forwarder("testpmd", io)
+        summary[k] = {
+            "udp64_delivered_pps": med([r["delivered"] / r["elapsed_s"] for r in res[k]]),
+            "tcp_bits_per_second": med(tcp[k]),
+        }
     summary["baseline_pps"] = med([r["delivered"] / r["elapsed_s"] for r in res["baseline"]] or [0])
-    ratio = {
-        "per_core_udp64": summary["bulkhead"]["udp64_pps_per_core"] / max(summary["nftables"]["udp64_pps_per_core"], 1e-9),
-        "delivered_udp64": summary["bulkhead"]["udp64_delivered_pps"] / max(summary["nftables"]["udp64_delivered_pps"], 1e-9),
-        "tcp": summary["bulkhead"]["tcp_bits_per_second"] / max(summary["nftables"]["tcp_bits_per_second"], 1e-9),
-        "delivered_udp64_bulkhead_over_testpmd": summary["bulkhead"]["udp64_delivered_pps"]
-        / max(summary["testpmd"]["udp64_delivered_pps"], 1e-9),
-    }
+    ratio = {}
+    for io in args.io:
+        b, n, tp = summary[forwarder("bulkhead", io)], summary["nftables"], summary[forwarder("testpmd", io)]
+        suffix = "" if io == "af_packet" else f"_{io}"
+        ratio["per_core_udp64" + suffix] = b["udp64_pps_per_core"] / max(n["udp64_pps_per_core"], 1e-9)
+        ratio["delivered_udp64" + suffix] = b["udp64_delivered_pps"] / max(n["udp64_delivered_pps"], 1e-9)
+        ratio["tcp" + suffix] = b["tcp_bits_per_second"] / max(n["tcp_bits_per_second"], 1e-9)
+        ratio["delivered_udp64_bulkhead_over_testpmd" + suffix] = b["udp64_delivered_pps"] / max(tp["udp64_delivered_pps"], 1e-9)
     result = {"trials": args.trials, "packets_per_trial": args.packets, "summary": summary,
               "ratios_bulkhead_over_nftables": ratio, "runs": res, "tcp_runs": tcp}
-    print("| forwarder | 64-byte UDP delivered | CPU per packet | packets/s per core | TCP |")
-    print("|---|---|---|---|---|")
-    for k in ("nftables", "bulkhead"):
-        s = summary[k]
-        print(f"| {k} | {s['udp64_delivered_pps'] / 1e3:.0f} kpps | {s['udp64_cost_ns_per_packet']:.0f} ns | "
-              f"{s['udp64_pps_per_core'] / 1e6:.2f} Mpps | {s['tcp_bits_per_second'] / 1e9:.2f} Gbit/s |")
-    t = summary["testpmd"]
-    print(f"| testpmd io (af_packet ceiling) | {t['udp64_delivered_pps'] / 1e3:.0f} kpps | | | {t['tcp_bits_per_second'] / 1e9:.2f} Gbit/s |")
-    print(f"| bulkhead / nftables | {ratio['delivered_udp64']:.2f} | | {ratio['per_core_udp64']:.2f} | {ratio['tcp']:.2f} |")
+    print("\n".join(markdown_table(result)))
     if args.json:
         with open(args.json, "w") as f:
             json.dump(result, f, indent=2)

@@ -19,6 +19,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
 
 import bench_all  # noqa: E402
+import bench_testbed  # noqa: E402
 import nft_policy  # noqa: E402
 
 
@@ -124,6 +125,32 @@ class Report(unittest.TestCase):
             self.assertTrue(bench_all.plot(res, path))
             with open(path) as f:
                 self.assertIn("<svg", f.read(2000))
+
+
+class TestbedTable(unittest.TestCase):
+    @staticmethod
+    def result(ios):
+        summary, ratios = {"nftables": {"udp64_delivered_pps": 2e5, "udp64_cost_ns_per_packet": 2000.0,
+                                        "udp64_pps_per_core": 5e5, "tcp_bits_per_second": 3e9}}, {}
+        for io in ios:
+            b, t = bench_testbed.forwarder("bulkhead", io), bench_testbed.forwarder("testpmd", io)
+            summary[b] = {"udp64_delivered_pps": 4e5, "udp64_cost_ns_per_packet": 1000.0, "udp64_pps_per_core": 1e6,
+                          "tcp_bits_per_second": 2e9}
+            summary[t] = {"udp64_delivered_pps": 5e5, "tcp_bits_per_second": 2.5e9}
+            suffix = "" if io == "af_packet" else "_" + io
+            ratios.update({"per_core_udp64" + suffix: 2.0, "delivered_udp64" + suffix: 2.0, "tcp" + suffix: 0.67})
+        return {"summary": summary, "ratios_bulkhead_over_nftables": ratios}
+
+    def test_one_row_per_forwarder_and_a_ratio_per_io_path(self):
+        rows = bench_testbed.markdown_table(self.result(["af_packet", "af_xdp"]))
+        self.assertEqual(len(rows), 2 + 5 + 2)
+        self.assertIn("| bulkhead, af_xdp ports | 400 kpps | 1000 ns | 1.00 Mpps | 2.00 Gbit/s |", rows)
+        self.assertIn("| bulkhead/nftables, af_xdp | 2.00 | | 2.00 (goal 3) | 0.67 |", rows)
+
+    def test_reports_from_before_af_xdp_still_render(self):
+        rows = bench_testbed.markdown_table(self.result(["af_packet"]))
+        self.assertEqual(len(rows), 2 + 3 + 1)
+        self.assertFalse(any("af_xdp" in r for r in rows))
 
 
 if __name__ == "__main__":
