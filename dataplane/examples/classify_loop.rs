@@ -5,6 +5,8 @@
 //!
 //! Variants: `lpm` (bare source and destination lookups), `classify`, `burst`, `none`
 //! (set-up only, to subtract). Traffic: `all` (default), `v4` or `v6` as third argument.
+//! A fourth argument sets the number of rules of the large policy (default 1,000; the
+//! rule-scaling benchmark goes to 10,000).
 
 use std::hint::black_box;
 
@@ -15,7 +17,11 @@ fn main() {
     let what = args.get(1).map_or("classify", String::as_str);
     let rounds: usize = args.get(2).and_then(|r| r.parse().ok()).unwrap_or(1000);
     let family = args.get(3).map_or("all", String::as_str);
-    let spec = synth::large_policy(1);
+    let mut params = synth::Params::large();
+    if let Some(rules) = args.get(4).and_then(|r| r.parse().ok()) {
+        params.rules = rules;
+    }
+    let spec = synth::policy(1, &params);
     let policy = Policy::compile(&spec, 1).expect("large policy compiles");
     let pkts: Vec<_> = synth::traffic(&spec, 1, 4096, 0.9, 0.0)
         .into_iter()
