@@ -63,9 +63,10 @@ impl Mempool {
         unsafe { dpdk_sys::rte_mempool_in_use_count(self.raw.as_ptr()) }
     }
 
-    /// Gives the pool up without freeing it: for mbufs a driver keeps after its port is
-    /// closed (see `mgmt`'s shutdown), which freeing the pool would leave dangling. The
-    /// memory goes back when the process ends.
+    /// Gives the pool up without freeing it and without the warning of a drop with mbufs
+    /// in use (a drop would not free it either): for mbufs a driver is known to keep
+    /// after its port is closed (see `mgmt`'s shutdown). The memory goes back when the
+    /// process ends.
     pub fn leak(self) {
         std::mem::forget(self);
     }

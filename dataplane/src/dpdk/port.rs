@@ -376,6 +376,11 @@ impl Port {
         }
     }
 
+    /// The queue set-up the port was configured with, if it was.
+    pub fn setup(&self) -> Option<PortSetup> {
+        self.setup
+    }
+
     /// A handle on tx queue `queue`; one thread per queue, as for rx.
     pub fn tx_queue(&self, queue: u16) -> Result<TxQueue, DpdkError> {
         match self.setup {

@@ -268,23 +268,22 @@ impl Appliance {
     }
 
     /// SIGTERM, wait, and return what it printed on stdout (the final counters).
-    pub fn stop(mut self) -> String {
+    pub fn stop(self) -> String {
+        self.stop_with_log().0
+    }
+
+    /// [`Appliance::stop`], with what it printed on stderr after start-up (its log).
+    pub fn stop_with_log(mut self) -> (String, String) {
         let mut child = self.child.take().unwrap();
         Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
         let mut out = String::new();
         child.stdout.take().unwrap().read_to_string(&mut out).unwrap();
         let status = child.wait().unwrap();
-        assert!(status.success(), "bulkhead exited with {status}; stdout:\n{out}");
-        out
-    }
-
-    /// [`Appliance::stop`], with what it printed on stderr after start-up (its log).
-    pub fn stop_with_log(mut self) -> (String, String) {
-        let stderr = std::mem::replace(&mut self.stderr, mpsc::channel().1);
-        let out = self.stop();
         // The reader thread ends when the pipe closes, with the process.
-        let log: Vec<String> = std::iter::from_fn(|| stderr.recv_timeout(Duration::from_secs(5)).ok()).collect();
-        (out, log.join("\n"))
+        let log: Vec<String> = std::iter::from_fn(|| self.stderr.recv_timeout(Duration::from_secs(5)).ok()).collect();
+        let log = log.join("\n");
+        assert!(status.success(), "bulkhead exited with {status}; stdout:\n{out}\nstderr:\n{log}");
+        (out, log)
     }
 }
 
