@@ -149,7 +149,8 @@ def section_classify(args, out):
 def section_testbed(args, out):
     path = os.path.join(out, "testbed.json")
     cmd = [sys.executable, os.path.join(ROOT, "scripts", "bench_testbed.py"), "--workdir", os.path.join(out, "data"),
-           "--bulkhead", args.bulkhead, "--trials", str(args.trials), "--seconds", str(args.seconds), "--json", path]
+           "--bulkhead", args.bulkhead, "--trials", str(args.trials), "--seconds", str(args.seconds), "--json", path,
+           "--io", args.testbed_io]
     if args.quick:
         cmd += ["--packets", "500000"]
     r = run_json(cmd, path)
@@ -384,6 +385,9 @@ def main():
     ap.add_argument("--trials", type=int, default=3)
     ap.add_argument("--seconds", type=int, default=5)
     ap.add_argument("--only", help="comma-separated sections: " + ",".join(SECTIONS))
+    ap.add_argument("--testbed-io", default="af_packet,af_xdp",
+                    help="kernel I/O paths of the testbed section (af_packet, af_xdp; where a path cannot run, "
+                    "it is reported as not measured)")
     ap.add_argument("--out", help="results folder (default results/<date-time>)")
     ap.add_argument("--report", metavar="DIR", help="only redo the table and plot from DIR/results.json")
     ap.add_argument("--bulkhead", default=os.path.join(ROOT, "target", "release", "bulkhead"))

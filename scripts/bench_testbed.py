@@ -246,7 +246,14 @@ def markdown_table(result):
         if "per_core_udp64" + suffix in q:
             rows.append(f"| bulkhead/nftables, {io} | {q['delivered_udp64' + suffix]:.2f} | | "
                         f"{q['per_core_udp64' + suffix]:.2f} (goal 3) | {q['tcp' + suffix]:.2f} |")
+    for io, why in result.get("failed", {}).items():
+        reason = (why.strip().splitlines() or ["?"])[0][:120].replace("|", "/")
+        rows.append(f"| {io}: not measured | {reason} | | | |")
     return rows
+
+
+class ForwarderFailed(Exception):
+    """A forwarder that could not run on an I/O path (say, no XDP sockets here)."""
 
 
 def forwarder(program, io):
@@ -257,17 +264,19 @@ def forwarder(program, io):
 
 def run_bulkhead(args, tmp, policy, sock, io, base):
     """bulkhead on `io` ports: the UDP run (with its CPU cost per packet) and TCP."""
-    cfg = os.path.join(tmp, "bulkhead.yaml")
+    cfg = os.path.join(tmp, f"bulkhead-{io}.yaml")
     with open(cfg, "w") as f:
         f.write(bulkhead_config(args, policy, sock, io))
-    log = open(os.path.join(tmp, "bulkhead.log"), "w")
-    proc = subprocess.Popen(["ip", "netns", "exec", f"{P}-app", args.bulkhead, "run", "--config", cfg],
-                            stdout=log, stderr=subprocess.STDOUT)
+    log = os.path.join(tmp, f"bulkhead-{io}.log")
+    with open(log, "w") as out:
+        proc = subprocess.Popen(["ip", "netns", "exec", f"{P}-app", args.bulkhead, "run", "--config", cfg],
+                                stdout=out, stderr=subprocess.STDOUT)
     try:
         deadline = time.monotonic() + 30
         while bulkhead_stats(sock) is None:
             if proc.poll() is not None or time.monotonic() > deadline:
-                raise SystemExit("bulkhead did not start: " + open(log.name).read()[-2000:])
+                with open(log) as f:
+                    raise ForwarderFailed(f"bulkhead on {io} ports did not start: " + f.read()[-2000:])
             time.sleep(0.2)
         ns("src", "ping", "-c", "1", "-W", "2", DST4, check=False)
         before = bulkhead_stats(sock)
@@ -288,13 +297,18 @@ def run_testpmd(args, io):
     for v in vdevs(io):
         cmd += ["--vdev", v]
     cmd += ["--", "--forward-mode=io", "--total-num-mbufs=8192", "--stats-period", "1"]
-    tp = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    err = tempfile.TemporaryFile("w+")
+    tp = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err)
     try:
         time.sleep(3)
+        if tp.poll() is not None:
+            err.seek(0)
+            raise ForwarderFailed(f"dpdk-testpmd on {io} ports exited ({tp.returncode}): " + err.read()[-2000:])
         ns("src", "ping", "-c", "1", "-W", "2", DST4, check=False)
         return {"udp": trafgen(mac("dst", "eth0"), args), "tcp": iperf(args)}
     finally:
         stop(tp)
+        err.close()
 
 
 def main():
@@ -310,7 +324,7 @@ def main():
                     help="kernel I/O paths for bulkhead's and testpmd's ports, comma-separated (af_packet, af_xdp)")
     ap.add_argument("--json")
     args = args_global = ap.parse_args()
-    args.io = [io for io in args.io.split(",") if io]
+    args.io = list(dict.fromkeys(io for io in args.io.split(",") if io))
     if not args.io or any(io not in ("af_packet", "af_xdp") for io in args.io):
         raise SystemExit(f"--io: af_packet and/or af_xdp, not {args.io}")
 
@@ -324,6 +338,7 @@ def main():
     kinds = ["nftables"] + [forwarder(f, io) for io in args.io for f in ("bulkhead", "testpmd")]
     res = {"baseline": [], **{k: [] for k in kinds}}
     tcp = {k: [] for k in kinds}
+    failed = {}  # I/O path -> why it could not run
     try:
         up()
         for t in range(args.trials):
@@ -344,16 +359,22 @@ def main():
 
             # bulkhead, then dpdk-testpmd io on the same ports, per kernel I/O path.
             routed(False)
-            for io in args.io:
-                r = run_bulkhead(args, tmp, policy, sock, io, base)
-                res[forwarder("bulkhead", io)].append(r["udp"])
-                tcp[forwarder("bulkhead", io)].append(r["tcp"])
-                r = run_testpmd(args, io)
-                res[forwarder("testpmd", io)].append(r["udp"])
-                tcp[forwarder("testpmd", io)].append(r["tcp"])
+            for io in [io for io in args.io if io not in failed]:
+                # An I/O path this machine cannot run (no XDP sockets, no libxdp) is
+                # reported as failed; the other paths' figures still count.
+                try:
+                    b = run_bulkhead(args, tmp, policy, sock, io, base)
+                    p = run_testpmd(args, io)
+                except ForwarderFailed as e:
+                    failed[io] = str(e)
+                    print(f"{io}: {e}", file=sys.stderr)
+                    continue
+                for program, r in (("bulkhead", b), ("testpmd", p)):
+                    res[forwarder(program, io)].append(r["udp"])
+                    tcp[forwarder(program, io)].append(r["tcp"])
             print(f"trial {t + 1}/{args.trials}: " + ", ".join(
-                f"{k} {res[k][-1]['delivered'] / res[k][-1]['elapsed_s'] / 1e3:.0f} kpps" for k in res)
-                + ", tcp " + ", ".join(f"{k} {v[-1] / 1e9:.2f} Gbit/s" for k, v in tcp.items()), file=sys.stderr)
+                f"{k} {res[k][-1]['delivered'] / res[k][-1]['elapsed_s'] / 1e3:.0f} kpps" for k in res if res[k])
+                + ", tcp " + ", ".join(f"{k} {v[-1] / 1e9:.2f} Gbit/s" for k, v in tcp.items() if v), file=sys.stderr)
     finally:
         down()
 
@@ -361,7 +382,8 @@ def main():
         return statistics.median(xs) if xs else 0.0
 
     summary = {}
-    bulkheads = [forwarder("bulkhead", io) for io in args.io]
+    ran = [io for io in args.io if io not in failed]
+    bulkheads = [forwarder("bulkhead", io) for io in ran]
     for k in ["nftables"] + bulkheads:
         runs = res[k]
         cost = med([r["cost_s"] for r in runs])
@@ -371,7 +393,7 @@ def main():
             "udp64_pps_per_core": 1 / cost if cost > 0 else 0.0,
             "tcp_bits_per_second": med(tcp[k]),
         }
-    for io in args.io:
+    for io in ran:
         k = forwarder("testpmd", io)
         summary[k] = {
             "udp64_delivered_pps": med([r["delivered"] / r["elapsed_s"] for r in res[k]]),
@@ -379,7 +401,7 @@ def main():
         }
     summary["baseline_pps"] = med([r["delivered"] / r["elapsed_s"] for r in res["baseline"]] or [0])
     ratio = {}
-    for io in args.io:
+    for io in ran:
         b, n, tp = summary[forwarder("bulkhead", io)], summary["nftables"], summary[forwarder("testpmd", io)]
         suffix = "" if io == "af_packet" else f"_{io}"
         ratio["per_core_udp64" + suffix] = b["udp64_pps_per_core"] / max(n["udp64_pps_per_core"], 1e-9)
@@ -387,7 +409,7 @@ def main():
         ratio["tcp" + suffix] = b["tcp_bits_per_second"] / max(n["tcp_bits_per_second"], 1e-9)
         ratio["delivered_udp64_bulkhead_over_testpmd" + suffix] = b["udp64_delivered_pps"] / max(tp["udp64_delivered_pps"], 1e-9)
     result = {"trials": args.trials, "packets_per_trial": args.packets, "summary": summary,
-              "ratios_bulkhead_over_nftables": ratio, "runs": res, "tcp_runs": tcp}
+              "ratios_bulkhead_over_nftables": ratio, "failed": failed, "runs": res, "tcp_runs": tcp}
     print("\n".join(markdown_table(result)))
     if args.json:
         with open(args.json, "w") as f:

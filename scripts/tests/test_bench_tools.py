@@ -148,9 +148,31 @@ class TestbedTable(unittest.TestCase):
         self.assertIn("| bulkhead/nftables, af_xdp | 2.00 | | 2.00 (goal 3) | 0.67 |", rows)
 
     def test_reports_from_before_af_xdp_still_render(self):
-        rows = bench_testbed.markdown_table(self.result(["af_packet"]))
+        # The testbed section of the 02:39 report (docs/perf/results.json at 5b48bae),
+        # as that code wrote it: af_packet only, no "failed".
+        old = {"summary": {
+            "nftables": {"udp64_delivered_pps": 220933.0, "udp64_cost_ns_per_packet": 2215.1,
+                         "udp64_pps_per_core": 451445.8, "tcp_bits_per_second": 3061142358.4},
+            "bulkhead": {"udp64_delivered_pps": 383783.8, "udp64_cost_ns_per_packet": 2843.7,
+                         "udp64_pps_per_core": 351656.5, "tcp_bits_per_second": 1941315930.8},
+            "testpmd": {"udp64_delivered_pps": 396660.5, "tcp_bits_per_second": 1956530296.5},
+            "baseline_pps": 433014.5},
+            "ratios_bulkhead_over_nftables": {"per_core_udp64": 0.779, "delivered_udp64": 1.737, "tcp": 0.634,
+                                              "delivered_udp64_bulkhead_over_testpmd": 0.968}}
+        rows = bench_testbed.markdown_table(old)
         self.assertEqual(len(rows), 2 + 3 + 1)
+        self.assertIn("| bulkhead, af_packet ports | 384 kpps | 2844 ns | 0.35 Mpps | 1.94 Gbit/s |", rows)
         self.assertFalse(any("af_xdp" in r for r in rows))
+        machine = {"date": "2026-11-30 02:39 UTC", "cpu": "x", "cpus": 2, "kernel": "6", "commit": "4144866",
+                   "load_average": [1.5]}
+        md = bench_all.markdown({"machine": machine, "testbed": old})
+        self.assertIn("| bulkhead/nftables, af_packet | 1.74 | | 0.78 (goal 3) | 0.63 |", md)
+
+    def test_a_path_that_could_not_run_is_said_so(self):
+        r = self.result(["af_packet"])
+        r["failed"] = {"af_xdp": "bulkhead on af_xdp ports did not start: no XDP sockets\nmore"}
+        rows = bench_testbed.markdown_table(r)
+        self.assertIn("| af_xdp: not measured | bulkhead on af_xdp ports did not start: no XDP sockets | | | |", rows)
 
 
 if __name__ == "__main__":
