@@ -392,6 +392,11 @@ def main():
             "udp64_cost_ns_per_packet": cost * 1e9,
             "udp64_pps_per_core": 1 / cost if cost > 0 else 0.0,
             "tcp_bits_per_second": med(tcp[k]),
+            # Every trial, in order, for the spread the medians hide (the report keeps
+            # these; it drops the raw runs).
+            "udp64_cost_ns_per_packet_trials": [r["cost_s"] * 1e9 for r in runs],
+            "udp64_delivered_pps_trials": [r["delivered"] / r["elapsed_s"] for r in runs],
+            "tcp_bits_per_second_trials": list(tcp[k]),
         }
     for io in ran:
         k = forwarder("testpmd", io)
