@@ -177,23 +177,25 @@ impl Port {
         unsafe { dpdk_sys::rte_eth_dev_socket_id(self.id) }
     }
 
-    /// Most rx and tx queues the device supports.
-    pub fn max_queues(&self) -> Result<(u16, u16), DpdkError> {
+    /// The device's description from its driver (`rte_eth_dev_info_get`).
+    fn info(&self) -> Result<dpdk_sys::rte_eth_dev_info, DpdkError> {
         let mut info = dpdk_sys::rte_eth_dev_info::default();
         // SAFETY: valid port id and out-pointer.
         check(|| format!("rte_eth_dev_info_get(port {})", self.id), unsafe {
             dpdk_sys::rte_eth_dev_info_get(self.id, &mut info)
         })?;
+        Ok(info)
+    }
+
+    /// Most rx and tx queues the device supports.
+    pub fn max_queues(&self) -> Result<(u16, u16), DpdkError> {
+        let info = self.info()?;
         Ok((info.max_rx_queues, info.max_tx_queues))
     }
 
     /// The name of the device's driver (e.g. `net_af_packet`, `net_ixgbe`).
     pub fn driver_name(&self) -> Result<String, DpdkError> {
-        let mut info = dpdk_sys::rte_eth_dev_info::default();
-        // SAFETY: valid port id and out-pointer.
-        check(|| format!("rte_eth_dev_info_get(port {})", self.id), unsafe {
-            dpdk_sys::rte_eth_dev_info_get(self.id, &mut info)
-        })?;
+        let info = self.info()?;
         if info.driver_name.is_null() {
             return Ok(String::new());
         }
@@ -204,12 +206,7 @@ impl Port {
 
     /// The RSS flow types the device can hash on (0: no RSS).
     pub fn rss_flow_types(&self) -> Result<u64, DpdkError> {
-        let mut info = dpdk_sys::rte_eth_dev_info::default();
-        // SAFETY: valid port id and out-pointer.
-        check(|| format!("rte_eth_dev_info_get(port {})", self.id), unsafe {
-            dpdk_sys::rte_eth_dev_info_get(self.id, &mut info)
-        })?;
-        Ok(info.flow_type_rss_offloads)
+        Ok(self.info()?.flow_type_rss_offloads)
     }
 
     /// Configures the device and its queues; rx buffers come from `pool`.
