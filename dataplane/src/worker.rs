@@ -435,24 +435,26 @@ fn judge_burst(
     let rx_port = &counters.ports[state.path.rx_port];
     let mut dropped = MbufBurst::new();
     let mut rx_bytes = 0u64;
-    for (mbuf, parsed) in burst.rx.drain(..).zip(burst.parsed.drain(..)) {
+    // The metas are read in place: moving each 60-byte `PacketMeta` out of the array
+    // cost about 4 cycles a packet (3%, A/B on `net_null` and on the full policy).
+    for (mbuf, parsed) in burst.rx.drain(..).zip(burst.parsed.iter()) {
         let len = u64::from(mbuf.pkt_len());
         rx_bytes += len;
         let frame = mbuf.data();
         let judgement = match parsed {
             Ok(meta) => {
-                let j = judge_parsed(frame, &meta, active, conntrack.as_deref_mut(), now_s);
+                let j = judge_parsed(frame, meta, active, conntrack.as_deref_mut(), now_s);
                 if let (Judgement::Decided { decision, fresh: true }, Some(gate), Some(active)) =
                     (j, events.as_deref_mut(), active)
                 {
                     if is_event(&decision) {
-                        let ev = FlowEvent { policy_version: active.version(), meta, decision, len: len as u32 };
+                        let ev = FlowEvent { policy_version: active.version(), meta: *meta, decision, len: len as u32 };
                         gate.offer(now, ev, counters);
                     }
                 }
                 j
             }
-            Err(reason) => Judgement::Drop(reason),
+            Err(reason) => Judgement::Drop(*reason),
         };
         let verdict = match judgement {
             Judgement::Decided { decision, .. } => {
@@ -478,6 +480,7 @@ fn judge_burst(
             }
         }
     }
+    burst.parsed.clear();
     rx_port.rx_packets.add(n as u64);
     rx_port.rx_bytes.add(rx_bytes);
     // A short burst means the rx queue is empty: send now rather than wait for the drain
