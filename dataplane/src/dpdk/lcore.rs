@@ -10,11 +10,8 @@ type Job = Box<dyn FnOnce() -> i32 + Send + 'static>;
 unsafe extern "C" fn trampoline(arg: *mut c_void) -> i32 {
     // SAFETY: `arg` is the Box<Job> leaked by `launch`, handed to exactly one lcore.
     let job: Box<Job> = unsafe { Box::from_raw(arg as *mut Job) };
-    // A panic must not unwind into C.
-    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(job)) {
-        Ok(code) => code,
-        Err(_) => -1,
-    }
+    // A panic must not unwind into C: it ends the job with -1.
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(job)).unwrap_or(-1)
 }
 
 /// A closure running on an lcore; [`Launched::wait`] joins it.
