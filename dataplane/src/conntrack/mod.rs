@@ -25,7 +25,10 @@
 //!
 //! 1. **Non-IP frames** are classified and not tracked ([`Kind::Untracked`]).
 //! 2. **Later fragments** (no ports) follow their first fragment: the verdict recorded
-//!    for (source, destination, protocol, fragment id) when the first fragment passed
+//!    for (source, destination, protocol, fragment id; for IPv6 without the protocol,
+//!    as RFC 8200 reassembles: a later fragment names the first header of the
+//!    fragmentable part, which need not be the upper-layer protocol the first fragment
+//!    was classified by) when the first fragment passed
 //!    here, for [`Timeouts::fragment`] seconds ([`Kind::Fragment`]). One that arrives
 //!    before its first fragment, or after the record timed out, is dropped as
 //!    [`DropReason::FragmentNoFlow`]: holding fragments is not implemented (senders
@@ -34,14 +37,21 @@
 //! 3. **ICMP errors** (destination unreachable, time exceeded, parameter problem, packet
 //!    too big; v4 and v6) are looked up by the datagram they quote
 //!    ([`crate::packet::icmp::error_quote`]), which must have been sent by the error's
-//!    destination: if that flow is tracked, the error passes as [`Kind::Related`]
+//!    destination: if that flow is tracked (and, under [`PolicyChange::Recheck`],
+//!    admitted by the policy version in force), the error passes as [`Kind::Related`]
 //!    (without refreshing the flow); otherwise it is [`DropReason::CtInvalid`] in strict
 //!    mode and classified untracked in loose mode. Other ICMP messages that are not
 //!    echo (neighbour discovery, router advertisements, ...) are classified, untracked.
 //! 4. **A hit** (the key of either direction, not expired) passes with the flow's
 //!    cached decision ([`Kind::Tracked`]), after the state machine ([`tcp_next`];
 //!    pseudo-connections become [`State::Replied`] on the first reply) and the timeout
-//!    of the new state. If the flow was admitted by another policy version and
+//!    of the new state. Packets that hit a flow's key without being its traffic are
+//!    not passed on its decision: an echo request from the responder or an echo reply
+//!    from the originator is classified on its own (untracked; a reply as the request
+//!    it answers), and a SYN from the responder is classified as a new flow once the
+//!    flow is closed (TIME-WAIT, CLOSE; the old flow gives way), passes during the
+//!    handshake (simultaneous open) and is [`DropReason::CtInvalid`] once established.
+//!    If the flow was admitted by another policy version and
 //!    [`PolicyChange::Recheck`] is configured, the flow's *original direction* is
 //!    classified again first (a reply is turned around, an echo reply becomes a
 //!    request): allowed, the flow takes the new version and decision
@@ -49,7 +59,8 @@
 //!    [`DropReason::CtRevoked`].
 //! 5. **A miss**: may the packet start a flow? TCP: a SYN without ACK, RST or FIN
 //!    (strict, the default); [`TcpMode::Loose`] also picks up mid-stream packets (not
-//!    RST) as ESTABLISHED. UDP, SCTP, other protocols and ICMP echo requests: yes. An
+//!    RST), as UNREPLIED until the responder answers (embryonic: evictable, the SYN
+//!    timeout). UDP, SCTP, other protocols and ICMP echo requests: yes. An
 //!    echo reply: no. If not, [`DropReason::CtInvalid`]. If so, the classifier decides
 //!    the packet; denied: dropped with the policy's reason ([`Kind::Classified`]);
 //!    allowed: the flow is inserted ([`Kind::New`]). If the table is full, flows expired
@@ -110,7 +121,8 @@ pub enum TcpMode {
     /// Only a SYN without ACK, RST or FIN (the default).
     #[default]
     Strict,
-    /// Also any packet without RST (picked up mid-stream as ESTABLISHED), e.g. after a
+    /// Also any packet without RST (picked up mid-stream, ESTABLISHED once the responder
+    /// answers), e.g. after a
     /// restart of the appliance. The packet is classified in its own direction.
     Loose,
 }
@@ -384,7 +396,7 @@ impl Conntrack {
             L4::Icmp { ty, id, .. } if meta.proto == icmp_proto => match icmp::kind(meta.proto, ty) {
                 icmp::Kind::EchoRequest => (id, id, ProtoClass::Icmp, Some(State::Unreplied)),
                 icmp::Kind::EchoReply => (id, id, ProtoClass::Icmp, None),
-                icmp::Kind::Error => return self.related(frame, meta, tags, now, loose, classify),
+                icmp::Kind::Error => return self.related(frame, meta, tags, policy_version, now, loose, classify),
                 icmp::Kind::Other => return untracked(classify(meta)),
             },
             L4::Icmp { .. } => return untracked(classify(meta)),
@@ -449,7 +461,8 @@ impl Conntrack {
         }
     }
 
-    /// A packet whose key is in slot `i`. `None` when the flow had expired (removed).
+    /// A packet whose key is in slot `i`. `None` when the flow had expired or gave way to
+    /// a new one (removed): the caller proceeds as for a miss.
     #[inline]
     fn hit(
         &mut self,
@@ -472,6 +485,35 @@ impl Conntrack {
         } else {
             Direction::Reply
         };
+        match t.class {
+            // An echo flow is the originator's requests and the responder's replies. A
+            // request from the responder (or a reply from the originator) shares the
+            // key but is not this flow's traffic: the policy decides it on its own.
+            ProtoClass::Icmp => {
+                let request = matches!(meta.l4, L4::Icmp { ty, .. } if icmp::kind(meta.proto, ty) == icmp::Kind::EchoRequest);
+                if request != (direction == Direction::Original) {
+                    let as_sent = if request { *meta } else { original_meta(meta, Direction::Reply) };
+                    return Some(untracked(classify(&as_sent)));
+                }
+            }
+            // A SYN from the responder opens a connection the other way: only a closed
+            // flow gives way to it (classified as new by the caller); during the
+            // handshake it is a simultaneous open (or its retransmission); anywhere else
+            // it is no valid part of this connection.
+            ProtoClass::Tcp if direction == Direction::Reply && meta.tcp_flags & (tcp_flags::SYN | tcp_flags::ACK | tcp_flags::RST) == tcp_flags::SYN => {
+                match flow.state {
+                    State::SynSent | State::SynRecv => {}
+                    State::TimeWait | State::Close => {
+                        self.table.remove(i);
+                        self.counters.expiries.inc();
+                        self.counters.entries.set(self.table.len() as u64);
+                        return None;
+                    }
+                    _ => return Some(Outcome::drop(DropReason::CtInvalid, None, false)),
+                }
+            }
+            _ => {}
+        }
         let mut fresh = None;
         if self.cfg.on_policy_change == PolicyChange::Recheck && flow.version != policy_version as u32 {
             let d = classify(&original_meta(meta, direction));
@@ -514,12 +556,16 @@ impl Conntrack {
         })
     }
 
-    /// An ICMP error: related to a tracked flow, or not.
+    /// An ICMP error: related to a tracked flow, or not. Under [`PolicyChange::Recheck`]
+    /// a flow admitted by another policy version vouches for nothing until its own next
+    /// packet re-checks it.
+    #[allow(clippy::too_many_arguments)]
     fn related(
         &mut self,
         frame: &[u8],
         meta: &PacketMeta,
         tags: u32,
+        policy_version: u64,
         now: u32,
         loose: bool,
         classify: &mut impl FnMut(&PacketMeta) -> Decision,
@@ -537,7 +583,11 @@ impl Conntrack {
             };
             let (k, _) = key::make(key::words(q.src), sp, key::words(q.dst), dp, q.proto, tags);
             let i = self.table.find(&k, self.hasher.key(&k))?;
-            self.table.get(i).filter(|f| now < f.expires).map(unpack_decision)
+            let recheck = self.cfg.on_policy_change == PolicyChange::Recheck;
+            self.table
+                .get(i)
+                .filter(|f| now < f.expires && !(recheck && f.version != policy_version as u32))
+                .map(unpack_decision)
         });
         match found {
             Some(d) => {
@@ -691,7 +741,11 @@ fn untracked(d: Decision) -> Outcome {
     }
 }
 
-/// The fragment-table key of a fragment of datagram `id`.
+/// The fragment-table key of a fragment of datagram `id`: addresses, VLANs, family,
+/// id, and for IPv4 the protocol (RFC 791's reassembly key). IPv6 reassembles by
+/// addresses and id (RFC 8200): a later fragment's next header is the first header of
+/// the fragmentable part (a destination-options header, say), not the upper-layer
+/// protocol the parser found in the first fragment.
 #[inline]
 fn frag_key(src: IpAddr, dst: IpAddr, meta: &PacketMeta, id: u32) -> Key {
     Key {
@@ -699,7 +753,7 @@ fn frag_key(src: IpAddr, dst: IpAddr, meta: &PacketMeta, id: u32) -> Key {
         hi: key::words(dst),
         ports: id,
         tags: key::tags(meta.outer_vlan, meta.inner_vlan, src.is_ipv6()),
-        proto: meta.proto,
+        proto: if src.is_ipv6() { 0 } else { meta.proto },
     }
 }
 

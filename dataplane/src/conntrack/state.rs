@@ -20,7 +20,8 @@ pub enum State {
     /// TCP: the responder's SYN-ACK (or a simultaneous-open SYN) seen; waiting for the
     /// originator's ACK. Embryonic.
     SynRecv,
-    /// TCP: the three-way handshake completed (or, in loose mode, picked up mid-stream).
+    /// TCP: the three-way handshake completed, or a flow picked up mid-stream (loose
+    /// mode) answered by its responder.
     Established,
     /// TCP: one side sent a FIN (half-closed).
     FinWait,
@@ -28,8 +29,8 @@ pub enum State {
     TimeWait,
     /// TCP: a RST was seen.
     Close,
-    /// UDP, ICMP echo or another protocol: packets seen from the originator only.
-    /// Embryonic.
+    /// UDP, ICMP echo or another protocol, or a TCP flow picked up mid-stream (loose
+    /// mode): packets seen from the originator only. Embryonic.
     Unreplied,
     /// UDP, ICMP echo or another protocol: packets seen both ways.
     Replied,
@@ -101,7 +102,7 @@ impl Timeouts {
     #[inline]
     pub(crate) fn of(&self, class: ProtoClass, state: State) -> u32 {
         match (class, state) {
-            (_, State::SynSent | State::SynRecv) => self.tcp_syn,
+            (_, State::SynSent | State::SynRecv) | (ProtoClass::Tcp, State::Unreplied) => self.tcp_syn,
             (_, State::Established) => self.tcp_established,
             (_, State::FinWait | State::TimeWait) => self.tcp_fin,
             (_, State::Close) => self.tcp_closed,
@@ -121,7 +122,10 @@ pub const FIN_REPLY: u8 = 2;
 /// The state a TCP flow starts in when its first packet has `flags`, or `None` when
 /// such a packet may not start a flow. A SYN without ACK, RST and FIN starts one in
 /// SYN-SENT; in `loose` mode any other packet without RST (and not SYN+FIN) is picked up
-/// mid-stream as ESTABLISHED. A RST never starts a flow.
+/// mid-stream as UNREPLIED: embryonic (evictable, the SYN timeout) until the responder
+/// answers, so that a flood of unanswered mid-stream packets cannot fill the table with
+/// flows that live for the established timeout and are never evicted. A RST never
+/// starts a flow.
 #[inline]
 pub fn tcp_initial(flags: u8, loose: bool) -> Option<State> {
     let f = flags & (SYN | ACK | RST | FIN);
@@ -131,7 +135,7 @@ pub fn tcp_initial(flags: u8, loose: bool) -> Option<State> {
     if f == SYN {
         return Some(State::SynSent);
     }
-    loose.then_some(State::Established)
+    loose.then_some(State::Unreplied)
 }
 
 /// The TCP state machine: the state (and FIN bits, [`FIN_ORIG`] / [`FIN_REPLY`]) after
@@ -141,8 +145,11 @@ pub fn tcp_initial(flags: u8, loose: bool) -> Option<State> {
 /// only drives timeouts. Packets that fit no transition leave the state as it is.
 ///
 /// - RST, either way, any state: CLOSE.
+/// - UNREPLIED (picked up mid-stream): the first packet from the responder (not a SYN)
+///   makes it ESTABLISHED, then counts as in ESTABLISHED (its FIN included).
 /// - SYN (no ACK) from the originator in TIME-WAIT or CLOSE: the tuple is reused, back
-///   to SYN-SENT with the FIN bits cleared.
+///   to SYN-SENT with the FIN bits cleared. (From the responder it is not this flow's:
+///   the caller classifies it; see `Conntrack::hit`.)
 /// - SYN-SENT: SYN-ACK from the responder, or a SYN from it (simultaneous open):
 ///   SYN-RECEIVED.
 /// - SYN-RECEIVED: ACK (no SYN) from the originator: ESTABLISHED.
@@ -155,6 +162,10 @@ pub fn tcp_next(state: State, fins: u8, dir: Direction, flags: u8) -> (State, u8
     let syn = flags & SYN != 0;
     let ack = flags & ACK != 0;
     let fin = flags & FIN != 0;
+    let state = match (state, dir) {
+        (State::Unreplied, Direction::Reply) if !syn => State::Established,
+        _ => state,
+    };
     match (state, dir) {
         (State::TimeWait | State::Close, Direction::Original) if syn && !ack && !fin => {
             return (State::SynSent, 0)
@@ -209,9 +220,9 @@ mod tests {
         for f in [SA, ACK, FA, RST, RST | ACK, SYN | FIN, SYN | RST, 0] {
             assert_eq!(tcp_initial(f, false), None, "{f:#x}");
         }
-        assert_eq!(tcp_initial(ACK, true), Some(Established));
-        assert_eq!(tcp_initial(SA, true), Some(Established));
-        assert_eq!(tcp_initial(FA, true), Some(Established));
+        assert_eq!(tcp_initial(ACK, true), Some(Unreplied));
+        assert_eq!(tcp_initial(SA, true), Some(Unreplied));
+        assert_eq!(tcp_initial(FA, true), Some(Unreplied));
         assert_eq!(tcp_initial(RST | ACK, true), None);
         assert_eq!(tcp_initial(SYN | FIN, true), None);
     }
@@ -268,6 +279,20 @@ mod tests {
         assert_eq!(tcp_next(Established, 0, O, ACK), (Established, 0));
         // SYN from the responder in TIME-WAIT does not reopen.
         assert_eq!(tcp_next(TimeWait, 3, R, SYN), (TimeWait, 3));
+    }
+
+    #[test]
+    fn picked_up_flows_are_embryonic_until_answered() {
+        // Loose pick-up: the originator alone keeps it unreplied, on the SYN timeout.
+        assert_eq!(tcp_next(Unreplied, 0, O, ACK), (Unreplied, 0));
+        assert_eq!(tcp_next(Unreplied, 0, O, FA), (Unreplied, 0));
+        assert_eq!(Timeouts::default().of(ProtoClass::Tcp, Unreplied), 120);
+        // The responder answers: established, and its FIN counts.
+        assert_eq!(tcp_next(Unreplied, 0, R, ACK), (Established, 0));
+        assert_eq!(tcp_next(Unreplied, 0, R, FA), (FinWait, FIN_REPLY));
+        // A SYN from the responder does not establish it; a RST closes it.
+        assert_eq!(tcp_next(Unreplied, 0, R, SYN), (Unreplied, 0));
+        assert_eq!(tcp_next(Unreplied, 0, R, RST), (Close, 0));
     }
 
     #[test]

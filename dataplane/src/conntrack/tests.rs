@@ -329,8 +329,85 @@ fn strict_tcp_refuses_mid_stream_and_loose_accepts() {
     let mut c = ct(Config { tcp_mode: TcpMode::Loose, ..cfg(10) });
     let o = run(&mut c, &tcp(a, 1, b, 80, ACK), 0);
     assert_eq!(o.kind, Kind::New);
-    assert_eq!(c.flow(&tcp(a, 1, b, 80, 0), 0).unwrap().state, State::Established);
+    // Picked up, embryonic on the SYN timeout until the responder answers.
+    let info = c.flow(&tcp(a, 1, b, 80, 0), 0).unwrap();
+    assert_eq!((info.state, info.expires), (State::Unreplied, 120));
+    run(&mut c, &tcp(b, 80, a, 1, ACK), 1);
+    let info = c.flow(&tcp(a, 1, b, 80, 0), 1).unwrap();
+    assert_eq!((info.state, info.expires), (State::Established, 1 + 7440));
     assert_eq!(dropped(&run(&mut c, &tcp(a, 2, b, 80, RST), 0)), Some(DropReason::CtInvalid));
+}
+
+#[test]
+fn loose_pick_ups_nobody_answers_are_evicted_for_new_flows() {
+    let (a, b) = (ip4(1), ip4(2));
+    let mut c = ct(Config { tcp_mode: TcpMode::Loose, ..cfg(4) });
+    for p in 0..4 {
+        assert_eq!(run(&mut c, &tcp(a, p, b, 80, ACK), 0).kind, Kind::New);
+    }
+    // The table is full of unanswered pick-ups: a SYN still gets in, one of them goes.
+    assert_eq!(run(&mut c, &tcp(a, 9, b, 80, SYN), 1).kind, Kind::New);
+    assert_eq!(c.counters().evictions.get(), 1);
+    assert_eq!(c.len(), 4);
+}
+
+#[test]
+fn echo_flows_pass_only_requests_out_and_replies_back() {
+    for (a, b, req, rep) in [(ip4(1), ip4(2), 8, 0), (ip6(1), ip6(2), 128, 129)] {
+        let mut c = ct(cfg(10));
+        // The policy lets a ping b, not b ping a.
+        let only_a = |m: &PacketMeta| if m.addrs.map(|x| x.0) == Some(a) { policy(m) } else { deny() };
+        assert_eq!(c.process(&[], &echo(a, b, req, 3), 1, 0, only_a).kind, Kind::New);
+        let o = c.process(&[], &echo(b, a, rep, 3), 1, 0, only_a);
+        assert_eq!(o.kind, Kind::Tracked { direction: Direction::Reply, state: State::Replied });
+        // b's own request on the same id is not the flow's traffic: the policy denies it.
+        let o = c.process(&[], &echo(b, a, req, 3), 1, 1, only_a);
+        assert_eq!((o.kind, dropped(&o)), (Kind::Untracked, Some(DropReason::PolicyDeny)));
+        // Nor is a reply from a: judged as the request it answers (b -> a), denied.
+        let o = c.process(&[], &echo(a, b, rep, 3), 1, 1, only_a);
+        assert_eq!((o.kind, dropped(&o)), (Kind::Untracked, Some(DropReason::PolicyDeny)));
+        // Where the policy allows b -> a, both pass, untracked; the flow is untouched.
+        let o = c.process(&[], &echo(b, a, req, 3), 1, 2, policy);
+        assert_eq!((o.kind, o.verdict), (Kind::Untracked, Verdict::Allow));
+        let o = c.process(&[], &echo(a, b, rep, 3), 1, 2, policy);
+        assert_eq!((o.kind, o.verdict), (Kind::Untracked, Verdict::Allow));
+        let info = c.flow(&echo(a, b, req, 3), 2).unwrap();
+        assert_eq!((info.direction, info.expires), (Direction::Original, 30));
+    }
+}
+
+#[test]
+fn a_syn_from_the_responder_is_not_passed_on_the_flow() {
+    let (a, b) = (ip4(1), ip4(2));
+    let mut c = ct(cfg(10));
+    let open = |c: &mut Conntrack, sp: u16| {
+        for m in [tcp(a, sp, b, 80, SYN), tcp(b, 80, a, sp, SA), tcp(a, sp, b, 80, ACK)] {
+            assert!(allowed(&run(c, &m, 0)));
+        }
+    };
+    // The test policy allows destination ports below 1000: b may not open to a:40000.
+    open(&mut c, 40000);
+    let o = run(&mut c, &tcp(b, 80, a, 40000, SYN), 1);
+    assert_eq!((o.kind, dropped(&o)), (Kind::Dropped, Some(DropReason::CtInvalid)));
+    for m in [tcp(a, 40000, b, 80, FIN | ACK), tcp(b, 80, a, 40000, FIN | ACK)] {
+        run(&mut c, &m, 1);
+    }
+    assert_eq!(c.flow(&tcp(a, 40000, b, 80, 0), 1).unwrap().state, State::TimeWait);
+    // Closed: the responder's SYN is a new flow the other way, and the policy denies it.
+    let o = run(&mut c, &tcp(b, 80, a, 40000, SYN), 2);
+    assert_eq!((o.kind, dropped(&o)), (Kind::Classified, Some(DropReason::PolicyDeny)));
+    assert!(c.flow(&tcp(a, 40000, b, 80, 0), 2).is_none());
+    // One the policy allows (b -> a:700) replaces the closed flow, b its originator.
+    open(&mut c, 700);
+    run(&mut c, &tcp(a, 700, b, 80, RST), 3);
+    assert_eq!(run(&mut c, &tcp(b, 80, a, 700, SYN), 4).kind, Kind::New);
+    assert_eq!(c.flow(&tcp(b, 80, a, 700, 0), 4).unwrap().direction, Direction::Original);
+    // A simultaneous open still works: a SYN from the responder in SYN-SENT.
+    run(&mut c, &tcp(a, 900, b, 80, SYN), 5);
+    let o = run(&mut c, &tcp(b, 80, a, 900, SYN), 5);
+    assert_eq!(o.kind, Kind::Tracked { direction: Direction::Reply, state: State::SynRecv });
+    let counters = c.counters();
+    assert_eq!(counters.inserts.get() - counters.expiries.get() - counters.evictions.get(), c.len() as u64);
 }
 
 #[test]
@@ -545,7 +622,10 @@ proptest! {
                 Kind::Classified => prop_assert!(!policy(&m).verdict.is_allow()),
                 Kind::Dropped => {
                     prop_assert_eq!(dropped(&o), Some(DropReason::CtInvalid));
-                    prop_assert!(!admitted.contains(&fwd) && !admitted.contains(&rev));
+                    // Only a SYN from the responder of an established flow is invalid on
+                    // an admitted flow.
+                    let responder_syn = flags == SYN && admitted.contains(&rev);
+                    prop_assert!(responder_syn || (!admitted.contains(&fwd) && !admitted.contains(&rev)));
                 }
                 k => prop_assert!(false, "{:?}", k),
             }
@@ -656,6 +736,52 @@ fn icmp_errors_quoting_a_flow_are_related_v4_and_v6() {
             assert_eq!(q.is_some(), f.len() >= 14 + 20 + 8 + 20 + 4, "cut {cut}");
         }
     }
+}
+
+#[test]
+fn icmp_errors_need_a_flow_admitted_by_the_policy_in_force() {
+    let (a, b) = (Ipv4Addr::new(10, 0, 0, 1), Ipv4Addr::new(10, 0, 0, 2));
+    let frame = icmp_error(false, 3, b.into(), a.into(), ipv4_hdr(proto::UDP, a, b, 8, 0, 7), ports8(1234, 53));
+    let meta = packet::parse(&frame).unwrap();
+    for (change, related_after_reload) in [(PolicyChange::Recheck, false), (PolicyChange::Keep, true)] {
+        let mut c = ct(Config { on_policy_change: change, ..cfg(10) });
+        run(&mut c, &udp(a.into(), 1234, b.into(), 53), 0);
+        assert_eq!(c.process(&frame, &meta, 1, 1, policy).kind, Kind::Related);
+        // Policy version 2 (which may have revoked the flow): with recheck the idle flow
+        // vouches for nothing until its own next packet is checked again.
+        let o = c.process(&frame, &meta, 2, 1, policy);
+        assert_eq!(o.kind == Kind::Related, related_after_reload, "{change:?}");
+        assert!(allowed(&c.process(&[], &udp(a.into(), 1234, b.into(), 53), 2, 2, policy)));
+        assert_eq!(c.process(&frame, &meta, 2, 2, policy).kind, Kind::Related, "{change:?}");
+    }
+}
+
+#[test]
+fn ipv6_later_fragments_follow_a_first_with_extension_headers() {
+    let (a, b) = (ip6(1), ip6(2));
+    let mut c = ct(cfg(10));
+    // The first fragment's chain: fragment header, destination options, TCP: the parser
+    // reports TCP. Later fragments name the destination options (60), as RFC 8200 has
+    // every fragment carry the first header of the fragmentable part.
+    let mut first = tcp(a, 1, b, 80, SYN);
+    first.fragment = Fragment::First { id: 9 };
+    let mut later = tcp(a, 0, b, 0, 0);
+    later.proto = proto::IPV6_DEST_OPTS;
+    later.l4 = L4::None;
+    later.fragment = Fragment::Later { id: 9, offset: 32 };
+    assert_eq!(run(&mut c, &first, 0).kind, Kind::New);
+    let o = run(&mut c, &later, 0);
+    assert_eq!((o.kind, o.verdict), (Kind::Fragment, Verdict::Allow));
+    // IPv4 keeps the protocol in the key (RFC 791).
+    let mut first4 = udp(ip4(1), 1, ip4(2), 53);
+    first4.fragment = Fragment::First { id: 9 };
+    let mut later4 = udp(ip4(1), 0, ip4(2), 0);
+    later4.l4 = L4::None;
+    later4.fragment = Fragment::Later { id: 9, offset: 1480 };
+    run(&mut c, &first4, 0);
+    assert_eq!(run(&mut c, &later4, 0).kind, Kind::Fragment);
+    later4.proto = proto::TCP;
+    assert_eq!(dropped(&run(&mut c, &later4, 0)), Some(DropReason::FragmentNoFlow));
 }
 
 #[test]
