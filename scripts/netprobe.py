@@ -9,6 +9,10 @@
   udp-server --port P [--timeout S] [--count N] echo up to N datagrams back, then exit
   udp-client --host H --port P [--sport S] [--count N] [--size B] [--timeout S]
                                                send N datagrams, print how many echoes came back
+  udp-refused --host H --port P --sport S [--count N] [--timeout S]
+                                               from source ports S..S+N-1, one datagram each
+                                               to a closed port; print how many came back
+                                               refused (an ICMP port unreachable arrived)
   syn-flood --iface I --src A --dst A --dport P --count N [--seconds S]
                                                send N TCP SYNs from random source ports
                                                (raw frames, broadcast MAC), at most S seconds
@@ -132,6 +136,28 @@ def udp_client(a):
         return 0 if got == a.count else 1
 
 
+def udp_refused(a):
+    refused = 0
+    for sport in range(a.sport, a.sport + a.count):
+        with socket.socket(family(a.host), socket.SOCK_DGRAM) as s:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            s.bind(("::" if ":" in a.host else "0.0.0.0", sport))
+            # Connected: the ICMP error of the datagram is reported to the next recv.
+            s.connect((a.host, a.port))
+            s.settimeout(a.timeout)
+            start = time.monotonic()
+            try:
+                s.send(b"is anybody there")
+                s.recv(65535)
+                print(f"source port {sport}: an answer came", file=sys.stderr)
+            except ConnectionRefusedError:
+                refused += 1
+            except OSError as e:
+                print(f"source port {sport}: {e} after {time.monotonic() - start:.3f} s", file=sys.stderr)
+    print(refused, flush=True)
+    return 0 if refused == a.count else 1
+
+
 def syn_flood(a):
     import random
     import struct
@@ -209,6 +235,12 @@ def main():
     q.add_argument("--size", type=int, default=64)
     q.add_argument("--timeout", type=float, default=1)
     q.add_argument("--sport", type=int, default=0)
+    q = sub.add_parser("udp-refused")
+    q.add_argument("--host", required=True)
+    q.add_argument("--port", type=int, required=True)
+    q.add_argument("--sport", type=int, required=True)
+    q.add_argument("--count", type=int, default=1)
+    q.add_argument("--timeout", type=float, default=1)
     q = sub.add_parser("syn-flood")
     q.add_argument("--iface", required=True)
     q.add_argument("--src", required=True)
@@ -225,7 +257,8 @@ def main():
     q.add_argument("--count", type=int, default=3)
     a = p.parse_args()
     modes = {"tcp-server": tcp_server, "tcp-client": tcp_client, "udp-server": udp_server,
-             "udp-client": udp_client, "syn-flood": syn_flood, "vlan-ping": vlan_ping}
+             "udp-client": udp_client, "udp-refused": udp_refused, "syn-flood": syn_flood,
+             "vlan-ping": vlan_ping}
     return modes[a.mode](a)
 
 

@@ -127,6 +127,9 @@ drop_reasons! {
     CtRevoked => "ct_revoked", "flow revoked by a new policy";
     /// A non-first fragment whose first fragment was not seen (or has timed out).
     FragmentNoFlow => "fragment_no_flow", "non-first fragment with no first fragment seen";
+    /// An ICMP error for another worker's table could not be handed on: the next
+    /// worker's queue was full.
+    HandoffFull => "handoff_full", "ICMP error not handed to the next worker: its queue was full";
 }
 
 impl From<ParseError> for DropReason {
@@ -208,6 +211,9 @@ pub struct WorkerCounters {
     pub events_sent: Counter,
     /// Security events lost because the channel to the management thread was full.
     pub events_dropped: Counter,
+    /// ICMP errors handed to the next worker because this worker tracks no flow they
+    /// quote (see `worker::Handoff`).
+    pub handed_off: Counter,
 }
 
 impl WorkerCounters {
@@ -223,6 +229,7 @@ impl WorkerCounters {
             policy_version: Counter::default(),
             events_sent: Counter::default(),
             events_dropped: Counter::default(),
+            handed_off: Counter::default(),
         }
     }
 

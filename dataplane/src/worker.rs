@@ -11,6 +11,11 @@
 //! pcap), where light traffic is batched; and every [`DRAIN_INTERVAL_US`] in any case. What the
 //! NIC refuses is freed and counted as `tx_full`.
 //!
+//! With several workers, an ICMP error can reach a worker that does not track the flow
+//! it quotes (the error has no ports of its own for RSS or the kernel's fanout to hash
+//! by): such errors go round the other workers ([`Handoff`]) until one relates them to
+//! its flow and forwards them, or all have said no (`ct_invalid`).
+//!
 //! On the packet path nothing allocates, locks, blocks or panics: bursts live on the
 //! stack, counters are the worker's own, and the policy is read through an
 //! [`arc_swap`] load between bursts (a new policy takes effect at the next burst).
@@ -20,11 +25,11 @@ use std::sync::Arc;
 
 use arc_swap::ArcSwapOption;
 use arrayvec::ArrayVec;
-use crossbeam_channel::Sender;
+use crossbeam_channel::{Receiver, Sender};
 
 use crate::conntrack::{Conntrack, Prefetch};
 use crate::counters::{DropReason, PolicyCounters, WorkerCounters};
-use crate::dpdk::{self, MbufBurst, RxQueue, TxQueue, BURST_SIZE};
+use crate::dpdk::{self, Mbuf, MbufBurst, RxQueue, TxQueue, BURST_SIZE};
 use crate::packet::{self, PacketMeta};
 use crate::policy::{Decision, Mode, Policy, Verdict, Why};
 
@@ -125,6 +130,10 @@ pub enum Judgement {
     },
     /// Forward without a decision of its own: a later fragment of an allowed datagram.
     Pass,
+    /// An ICMP error that quotes no flow this worker tracks (strict connection
+    /// tracking): dropped as `ct_invalid`, unless another worker's table holds the flow
+    /// (see [`Handoff`]).
+    Unrelated,
     /// Drop for a reason no decision governs: malformed, no policy, no flow.
     Drop(DropReason),
 }
@@ -156,6 +165,9 @@ pub fn judge_parsed(
         return Judgement::Decided { decision: policy.classify(meta), fresh: true };
     };
     let out = ct.process(frame, meta, policy.version(), now_s, |m| policy.classify(m));
+    if out.kind == crate::conntrack::Kind::Unrelated {
+        return Judgement::Unrelated;
+    }
     match (out.decision, out.verdict) {
         (Some(decision), verdict) => Judgement::Decided { decision: Decision { verdict, ..decision }, fresh: out.fresh },
         (None, Verdict::Allow) => Judgement::Pass,
@@ -232,6 +244,65 @@ pub struct Path {
     pub tx_port: usize,
 }
 
+/// ICMP errors a worker could not relate to a flow of its own, passed round the workers:
+/// worker `i` hands to worker `i + 1` (the last to the first) through a bounded queue,
+/// and each asks its own flow table ([`Conntrack::relate`]). The first that finds the
+/// flow forwards the error; after every worker has looked, it is dropped as
+/// `ct_invalid`. A full queue drops it as `handoff_full`. ICMP errors are rare next to
+/// the traffic they report on, so the queues are small and polled once a round.
+#[derive(Debug)]
+pub struct Handoff {
+    next: Sender<Stray>,
+    inbox: Receiver<Stray>,
+    workers: usize,
+}
+
+/// One ICMP error on its way round the workers.
+#[derive(Debug)]
+pub struct Stray {
+    mbuf: Mbuf,
+    /// Index of the port it arrived on (it leaves on that port's partner).
+    rx_port: usize,
+    /// Workers that have looked for its flow before the one that holds it.
+    hops: usize,
+}
+
+/// Strays each worker's queue holds.
+pub const HANDOFF_QUEUE: usize = 256;
+
+impl Handoff {
+    /// The ring for `workers` workers, in worker order: give worker `i` element `i`.
+    /// Also returns every queue's receiving end, to free what is still queued after the
+    /// workers stopped ([`drain_strays`]).
+    pub fn ring(workers: usize) -> (Vec<Handoff>, Vec<Receiver<Stray>>) {
+        let (senders, inboxes): (Vec<_>, Vec<_>) =
+            (0..workers).map(|_| crossbeam_channel::bounded::<Stray>(HANDOFF_QUEUE)).unzip();
+        let ring = (0..workers)
+            .map(|i| Handoff {
+                next: senders[(i + 1) % workers].clone(),
+                inbox: inboxes[i].clone(),
+                workers,
+            })
+            .collect();
+        (ring, inboxes)
+    }
+
+    /// Hands `stray` to the next worker; counted.
+    fn pass(&self, mut stray: Stray, counters: &WorkerCounters) {
+        stray.hops += 1;
+        match self.next.try_send(stray) {
+            Ok(()) => counters.handed_off.inc(),
+            // The stray (and its mbuf) is dropped, which frees it.
+            Err(_) => counters.drop(DropReason::HandoffFull),
+        }
+    }
+}
+
+/// Frees the strays still queued (after every worker has stopped).
+pub fn drain_strays(inboxes: &[Receiver<Stray>]) -> usize {
+    inboxes.iter().map(|q| q.try_iter().count()).sum()
+}
+
 struct PathState {
     path: Path,
     pending: MbufBurst,
@@ -245,6 +316,7 @@ pub struct Worker {
     index: usize,
     conntrack: Option<Conntrack>,
     events: Option<EventGate>,
+    handoff: Option<Handoff>,
     tsc_hz: u64,
     paths: Vec<PathState>,
     policy: Arc<SharedPolicy>,
@@ -271,6 +343,7 @@ impl Worker {
             index,
             conntrack,
             events: None,
+            handoff: None,
             tsc_hz,
             paths: paths
                 .into_iter()
@@ -294,6 +367,14 @@ impl Worker {
     pub fn with_events(mut self, events: Sender<FlowEvent>) -> Worker {
         let interval = (self.tsc_hz / EVENTS_PER_SECOND).max(1);
         self.events = Some(EventGate { tx: events, interval, next: 0 });
+        self
+    }
+
+    /// Joins the ring of workers that pass round the ICMP errors none of them could
+    /// relate on its own ([`Handoff::ring`]); only useful with connection tracking and
+    /// more than one worker.
+    pub fn with_handoff(mut self, handoff: Handoff) -> Worker {
+        self.handoff = Some(handoff);
         self
     }
 
@@ -339,6 +420,7 @@ impl Worker {
                     active,
                     self.conntrack.as_mut(),
                     self.events.as_mut(),
+                    self.handoff.as_ref(),
                     now,
                     now_s,
                     self.index,
@@ -346,6 +428,7 @@ impl Worker {
                 );
             }
         }
+        let strays = self.serve_strays(active, now_s);
         if let Some(ct) = self.conntrack.as_mut() {
             ct.expire(now_s, CT_SWEEP_BUDGET);
         }
@@ -353,11 +436,45 @@ impl Worker {
             self.flush_all();
             self.last_drain_tsc = now;
         }
-        if received > 0 {
+        if received > 0 || strays > 0 {
             self.counters.busy_polls.inc();
             self.counters.busy_cycles.add(dpdk::tsc().wrapping_sub(now));
         }
         received
+    }
+
+    /// Looks for the flows of the ICMP errors other workers handed over (at most a
+    /// burst a round): forwards those it relates, hands the others on or drops them once
+    /// every worker has looked. Returns how many it took.
+    fn serve_strays(&mut self, active: Option<&ActivePolicy>, now_s: u32) -> usize {
+        let (Some(handoff), Some(ct), Some(active)) = (self.handoff.as_ref(), self.conntrack.as_mut(), active) else {
+            return 0;
+        };
+        let counters = &*self.counters;
+        let mut served = 0;
+        while served < BURST_SIZE {
+            let Ok(stray) = handoff.inbox.try_recv() else { break };
+            served += 1;
+            let frame = stray.mbuf.data();
+            let found = packet::parse(frame)
+                .ok()
+                .and_then(|meta| ct.relate(frame, &meta, active.version(), now_s));
+            let path = self.paths.iter_mut().find(|p| p.path.rx_port == stray.rx_port);
+            match (found, path) {
+                (Some(decision), Some(state)) => {
+                    active.record(self.index, &decision, u64::from(stray.mbuf.pkt_len()));
+                    if state.pending.is_full() {
+                        flush(state, counters);
+                    }
+                    let _ = state.pending.try_push(stray.mbuf);
+                }
+                // Others have not looked yet (it has been to `hops` workers, this one included).
+                (None, _) if stray.hops + 1 < handoff.workers => handoff.pass(stray, counters),
+                // Every worker looked: nobody tracks the flow it quotes.
+                _ => counters.drop(DropReason::CtInvalid),
+            }
+        }
+        served
     }
 
     /// Sends every pending burst now.
@@ -419,6 +536,7 @@ fn judge_burst(
     active: Option<&ActivePolicy>,
     mut conntrack: Option<&mut Conntrack>,
     mut events: Option<&mut EventGate>,
+    handoff: Option<&Handoff>,
     now: u64,
     now_s: u32,
     worker: usize,
@@ -465,6 +583,13 @@ fn judge_burst(
             }
             Judgement::Pass => Verdict::Allow,
             Judgement::Drop(reason) => Verdict::Deny(reason),
+            Judgement::Unrelated => match handoff {
+                Some(h) if h.workers > 1 => {
+                    h.pass(Stray { mbuf, rx_port: state.path.rx_port, hops: 0 }, counters);
+                    continue;
+                }
+                _ => Verdict::Deny(DropReason::CtInvalid),
+            },
         };
         match verdict {
             Verdict::Allow => {

@@ -21,7 +21,7 @@ use dataplane::counters::{ConntrackCounters, WorkerCounters};
 use dataplane::dpdk::{self, Eal, Mempool, Port, PortSetup};
 use dataplane::packet::L4;
 use dataplane::policy::{Mode, Policy};
-use dataplane::worker::{ActivePolicy, FlowEvent, Path as WorkerPath, SharedPolicy, Worker};
+use dataplane::worker::{drain_strays, ActivePolicy, FlowEvent, Handoff, Path as WorkerPath, SharedPolicy, Worker};
 
 use crate::config::{ApplianceConfig, Config, Device};
 use crate::control::{stalled_workers, ControlServer, Handler, ReloadOutcome, Status};
@@ -240,6 +240,13 @@ fn run_with_eal(eal: &Eal, start: Start, options: &RunOptions) -> Result<Snapsho
     let ct_counters: Vec<Arc<ConntrackCounters>> =
         (0..workers).map(|_| Arc::new(ConntrackCounters::default())).collect();
     let (event_tx, event_rx) = bounded::<FlowEvent>(EVENT_CHANNEL_CAPACITY);
+    // With several stateful workers, ICMP errors a worker cannot relate go round the
+    // others (their flow may be on another worker).
+    let (handoffs, stray_queues) = match appliance.conntrack {
+        Some(_) if workers > 1 => Handoff::ring(workers),
+        _ => (Vec::new(), Vec::new()),
+    };
+    let mut handoffs = handoffs.into_iter();
     let mut worker_list = Vec::with_capacity(workers);
     for (w, wc) in counters.iter().enumerate() {
         let mut paths = Vec::new();
@@ -255,9 +262,11 @@ fn run_with_eal(eal: &Eal, start: Start, options: &RunOptions) -> Result<Snapsho
             }
         }
         let conntrack = appliance.conntrack.map(|cfg| Conntrack::new(cfg, ct_counters[w].clone()));
-        worker_list.push(
-            Worker::new(w, paths, shared.clone(), wc.clone(), stop.clone(), conntrack).with_events(event_tx.clone()),
-        );
+        let mut worker = Worker::new(w, paths, shared.clone(), wc.clone(), stop.clone(), conntrack).with_events(event_tx.clone());
+        if let Some(h) = handoffs.next() {
+            worker = worker.with_handoff(h);
+        }
+        worker_list.push(worker);
     }
     drop(event_tx);
 
@@ -345,6 +354,8 @@ fn run_with_eal(eal: &Eal, start: Start, options: &RunOptions) -> Result<Snapsho
             log::error!("worker on lcore {lcore} ended with code {code}");
         }
     }
+    // ICMP errors still on their way between workers: freed before the pool is checked.
+    drain_strays(&stray_queues);
     let _ = mgmt.join();
     if let Some(m) = metrics {
         m.join();

@@ -165,6 +165,9 @@ pub struct WorkerSnapshot {
     pub busy_cycles: u64,
     /// Packets the worker received, all its ports.
     pub rx_packets: u64,
+    /// ICMP errors it handed to the next worker (it tracks no flow they quote).
+    #[serde(default)]
+    pub handed_off: u64,
 }
 
 impl WorkerSnapshot {
@@ -264,6 +267,7 @@ impl Snapshot {
                 busy_polls: w.busy_polls.get(),
                 busy_cycles: w.busy_cycles.get(),
                 rx_packets: w.ports.iter().map(|p| p.rx_packets.get()).sum(),
+                handed_off: w.handed_off.get(),
             })
             .collect();
         s.worker_events_dropped = workers.iter().map(|w| w.events_dropped.get()).collect();
@@ -350,13 +354,17 @@ impl Snapshot {
             );
         }
         for (i, w) in self.workers.iter().enumerate() {
-            let _ = writeln!(
+            let _ = write!(
                 out,
                 "worker {i}: {} polls, busy ratio {:.3}, {:.0} cycles/packet",
                 w.polls,
                 w.busy_ratio(),
                 w.cycles_per_packet()
             );
+            if w.handed_off > 0 {
+                let _ = write!(out, ", {} ICMP errors handed to the next worker", w.handed_off);
+            }
+            let _ = writeln!(out);
         }
         out
     }

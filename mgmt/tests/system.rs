@@ -409,6 +409,39 @@ fn two_workers_share_the_flows_and_keep_both_directions_together() {
 }
 
 #[test]
+fn icmp_errors_reach_the_flow_they_quote_through_two_workers() {
+    let _serial = serial();
+    let tb = Testbed::up("testbed.sh", "bt");
+    let config = demo_with(&[
+        ("\"net_af_packet0,iface=west\"", "\"net_af_packet0,iface=west,qpairs=2\""),
+        ("\"net_af_packet1,iface=east\"", "\"net_af_packet1,iface=east,qpairs=2\""),
+        ("  workers: [1]", "  workers: [0, 1]"),
+        ("  management_core: 0", "  # management_core: not pinned"),
+    ]);
+    let app = Appliance::start(&tb, "app", &config);
+    // web -> api:53/udp is allowed and nothing listens there: api's kernel answers each
+    // datagram with a port unreachable. The kernel's fanout spreads the 16 flows over
+    // both workers by their ports, but puts every error (no ports) on one of them.
+    // The kernel limits port unreachables per destination (a burst of 6, then 1/s).
+    tb.must("api", &["sysctl", "-q", "-w", "net.ipv4.icmp_ratelimit=0"]);
+    // Neighbours resolved first: on a fresh test-bed the first ARP exchange sometimes
+    // waits for the kernel's 1 s retransmission.
+    assert!(tb.ping("web", API, 2), "web reaches api");
+    let probe = repo().join("scripts/netprobe.py");
+    let out = tb.exec("web", &["python3", probe.to_str().unwrap(), "udp-refused", "--host", API, "--port", "53", "--sport", "41000", "--count", "16", "--timeout", "3"]);
+    let refused = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    let (_, json) = app.cli(&["stats", "--json"]);
+    let stats: serde_json::Value = serde_json::from_str(&json).unwrap();
+    let handed: u64 = stats["workers"].as_array().unwrap().iter().map(|w| w["handed_off"].as_u64().unwrap()).sum();
+    let report = app.stop();
+    let probe_log = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(refused, "16", "every datagram's port unreachable came back: {probe_log}\n{report}");
+    assert!(handed > 0, "some errors reached the worker without their flow and were handed on: {json}");
+    assert_eq!(counter(&report, "ct_invalid"), 0, "{report}");
+    assert_eq!(counter(&report, "handoff_full"), 0, "{report}");
+}
+
+#[test]
 fn a_single_queue_device_runs_one_worker_and_says_so() {
     let _serial = serial();
     let tb = Testbed::up("testbed.sh", "bt");

@@ -39,8 +39,10 @@
 //!    ([`crate::packet::icmp::error_quote`]), which must have been sent by the error's
 //!    destination: if that flow is tracked (and, under [`PolicyChange::Recheck`],
 //!    admitted by the policy version in force), the error passes as [`Kind::Related`]
-//!    (without refreshing the flow); otherwise it is [`DropReason::CtInvalid`] in strict
-//!    mode and classified untracked in loose mode. Other ICMP messages that are not
+//!    (without refreshing the flow); otherwise it is [`Kind::Unrelated`] (dropped as
+//!    [`DropReason::CtInvalid`] unless the worker finds its flow in another worker's
+//!    table, [`Conntrack::relate`]) in strict mode and classified untracked in loose
+//!    mode. Other ICMP messages that are not
 //!    echo (neighbour discovery, router advertisements, ...) are classified, untracked.
 //! 4. **A hit** (the key of either direction, not expired) passes with the flow's
 //!    cached decision ([`Kind::Tracked`]), after the state machine ([`tcp_next`];
@@ -211,6 +213,11 @@ pub enum Kind {
     Untracked,
     /// A packet that may start a flow, denied by the classifier (nothing tracked).
     Classified,
+    /// An ICMP error that quotes no flow of this table (strict mode): dropped as
+    /// `ct_invalid`, unless the caller asks the other workers' tables
+    /// ([`Conntrack::relate`]): with several workers, an error can reach another worker
+    /// than the flow it quotes (it has no ports of its own to hash by).
+    Unrelated,
     /// Dropped by conntrack itself; the verdict says why (`ct_invalid`,
     /// `ct_table_full`, `ct_revoked`, `fragment_no_flow`).
     Dropped,
@@ -556,9 +563,7 @@ impl Conntrack {
         })
     }
 
-    /// An ICMP error: related to a tracked flow, or not. Under [`PolicyChange::Recheck`]
-    /// a flow admitted by another policy version vouches for nothing until its own next
-    /// packet re-checks it.
+    /// An ICMP error: related to a tracked flow, or not.
     #[allow(clippy::too_many_arguments)]
     fn related(
         &mut self,
@@ -570,26 +575,7 @@ impl Conntrack {
         loose: bool,
         classify: &mut impl FnMut(&PacketMeta) -> Decision,
     ) -> Outcome {
-        let found = icmp::error_quote(frame, meta).and_then(|q| {
-            // The quoted datagram was sent by the host the error goes back to.
-            if Some(q.src) != meta.addrs.map(|(_, d)| d) {
-                return None;
-            }
-            let (sp, dp) = match q.l4 {
-                L4::Ports { src, dst } => (src, dst),
-                L4::Icmp { ty, id, .. } if icmp::is_echo(q.proto, ty) => (id, id),
-                L4::Icmp { .. } => return None,
-                L4::None => (0, 0),
-            };
-            let (k, _) = key::make(key::words(q.src), sp, key::words(q.dst), dp, q.proto, tags);
-            let i = self.table.find(&k, self.hasher.key(&k))?;
-            let recheck = self.cfg.on_policy_change == PolicyChange::Recheck;
-            self.table
-                .get(i)
-                .filter(|f| now < f.expires && !(recheck && f.version != policy_version as u32))
-                .map(unpack_decision)
-        });
-        match found {
+        match self.quoted_flow(frame, meta, tags, policy_version, now) {
             Some(d) => {
                 self.counters.related.inc();
                 Outcome {
@@ -600,8 +586,48 @@ impl Conntrack {
                 }
             }
             None if loose => untracked(classify(meta)),
-            None => Outcome::drop(DropReason::CtInvalid, None, false),
+            None => Outcome { kind: Kind::Unrelated, ..Outcome::drop(DropReason::CtInvalid, None, false) },
         }
+    }
+
+    /// The cached decision of the live flow an ICMP error quotes. The quoted datagram
+    /// must have been sent by the error's destination; under [`PolicyChange::Recheck`]
+    /// a flow admitted by another policy version vouches for nothing until its own next
+    /// packet re-checks it.
+    fn quoted_flow(&self, frame: &[u8], meta: &PacketMeta, tags: u32, policy_version: u64, now: u32) -> Option<Decision> {
+        let q = icmp::error_quote(frame, meta)?;
+        if Some(q.src) != meta.addrs.map(|(_, d)| d) {
+            return None;
+        }
+        let (sp, dp) = match q.l4 {
+            L4::Ports { src, dst } => (src, dst),
+            L4::Icmp { ty, id, .. } if icmp::is_echo(q.proto, ty) => (id, id),
+            L4::Icmp { .. } => return None,
+            L4::None => (0, 0),
+        };
+        let (k, _) = key::make(key::words(q.src), sp, key::words(q.dst), dp, q.proto, tags);
+        let i = self.table.find(&k, self.hasher.key(&k))?;
+        let recheck = self.cfg.on_policy_change == PolicyChange::Recheck;
+        self.table
+            .get(i)
+            .filter(|f| now < f.expires && !(recheck && f.version != policy_version as u32))
+            .map(unpack_decision)
+    }
+
+    /// For an ICMP error another worker's table found [`Kind::Unrelated`]: the cached
+    /// decision of the flow of this table it quotes, if any (counted as related), by the
+    /// same rules as [`Conntrack::process`]. `None` for anything else.
+    pub fn relate(&mut self, frame: &[u8], meta: &PacketMeta, policy_version: u64, now: u32) -> Option<Decision> {
+        let (src, _) = meta.addrs?;
+        let L4::Icmp { ty, .. } = meta.l4 else { return None };
+        let icmp_proto = if src.is_ipv6() { proto::ICMPV6 } else { proto::ICMP };
+        if meta.proto != icmp_proto || icmp::kind(meta.proto, ty) != icmp::Kind::Error {
+            return None;
+        }
+        let tags = key::tags(meta.outer_vlan, meta.inner_vlan, src.is_ipv6());
+        let d = self.quoted_flow(frame, meta, tags, policy_version, now)?;
+        self.counters.related.inc();
+        Some(d)
     }
 
     /// Table full: reclaims an expired flow near `hash`'s home slot, or (if so

@@ -612,6 +612,10 @@ proptest! {
             let fwd = (src, sp, dst, dp, m.proto);
             let rev = (dst, dp, src, sp, m.proto);
             let o = run(&mut c, &m, 0);
+            // A SYN from the responder of a closed flow replaces it, allowed or not.
+            if matches!(o.kind, Kind::New | Kind::Classified) && m.proto == proto::TCP {
+                admitted.remove(&rev);
+            }
             match o.kind {
                 Kind::New => {
                     prop_assert!(policy(&m).verdict.is_allow());
@@ -736,6 +740,28 @@ fn icmp_errors_quoting_a_flow_are_related_v4_and_v6() {
             assert_eq!(q.is_some(), f.len() >= 14 + 20 + 8 + 20 + 4, "cut {cut}");
         }
     }
+}
+
+#[test]
+fn another_tables_flow_relates_an_unrelated_error() {
+    let (a, b) = (Ipv4Addr::new(10, 0, 0, 1), Ipv4Addr::new(10, 0, 0, 2));
+    let frame = icmp_error(false, 3, b.into(), a.into(), ipv4_hdr(proto::UDP, a, b, 8, 0, 7), ports8(1234, 53));
+    let meta = packet::parse(&frame).unwrap();
+    // Worker 0 tracks nothing; worker 1 tracks the flow the error quotes.
+    let (mut w0, mut w1) = (ct(cfg(10)), ct(cfg(10)));
+    run(&mut w1, &udp(a.into(), 1234, b.into(), 53), 0);
+    let o = w0.process(&frame, &meta, 1, 1, |_| panic!("classified"));
+    assert_eq!((o.kind, dropped(&o)), (Kind::Unrelated, Some(DropReason::CtInvalid)));
+    assert_eq!(w0.relate(&frame, &meta, 1, 1), None);
+    assert_eq!(w1.relate(&frame, &meta, 1, 1), Some(allow(53)));
+    assert_eq!((w0.counters().related.get(), w1.counters().related.get()), (0, 1));
+    // Only ICMP errors are related; by the same rules (version, expiry) as `process`.
+    assert_eq!(w1.relate(&[], &udp(b.into(), 53, a.into(), 1234), 1, 1), None);
+    assert_eq!(w1.relate(&frame, &meta, 2, 1), None);
+    assert_eq!(w1.relate(&frame, &meta, 1, 31), None);
+    // Loose mode judges an unrelated error by the policy instead.
+    let mut loose = ct(Config { tcp_mode: TcpMode::Loose, ..cfg(10) });
+    assert_eq!(loose.process(&frame, &meta, 1, 1, |_| deny()).kind, Kind::Untracked);
 }
 
 #[test]

@@ -42,7 +42,7 @@ impl Handler for Mock {
             }],
             drops: DropReason::ALL.iter().map(|&r| (r, u64::from(r == DropReason::PolicyDeny) * 5)).collect(),
             pairs: vec![PairSnapshot { src: "web".into(), dst: "api".into(), allowed_packets: 9, ..Default::default() }],
-            workers: vec![WorkerSnapshot { polls: 100, busy_polls: 25, busy_cycles: 2500, rx_packets: 50 }],
+            workers: vec![WorkerSnapshot { polls: 100, busy_polls: 25, busy_cycles: 2500, rx_packets: 50, handed_off: 0 }],
             ..Default::default()
         }
     }

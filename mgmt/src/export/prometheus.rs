@@ -189,6 +189,14 @@ pub fn render(snapshot: &Snapshot, extra: &Extra) -> String {
         o.sample("bulkhead_worker_events_dropped_total", &[("worker", &i.to_string())], *dropped);
     }
     o.family(
+        "bulkhead_worker_handed_off_total",
+        "counter",
+        "ICMP errors the worker handed to the next worker because it tracks no flow they quote.",
+    );
+    for (i, w) in snapshot.workers.iter().enumerate() {
+        o.sample("bulkhead_worker_handed_off_total", &[("worker", &i.to_string())], w.handed_off);
+    }
+    o.family(
         "bulkhead_worker_busy_ratio",
         "gauge",
         "Share of the worker's poll rounds that received packets, since start (rate() of the two counters gives it over a window).",
@@ -354,7 +362,7 @@ mod tests {
             }],
             pair_overflow: 0,
             workers: vec![
-                WorkerSnapshot { polls: 1000, busy_polls: 250, busy_cycles: 90_000, rx_packets: 1000 },
+                WorkerSnapshot { polls: 1000, busy_polls: 250, busy_cycles: 90_000, rx_packets: 1000, handed_off: 0 },
                 WorkerSnapshot::default(),
             ],
             conntrack: Some(crate::stats::ConntrackSnapshot { entries: 3, inserts: 9, expiries: 6, ..Default::default() }),
