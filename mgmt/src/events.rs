@@ -5,8 +5,8 @@
 //! - Formatters: JSON lines ([`Event::to_json`]), CEF ([`Event::to_cef`]) and RFC 5424
 //!   syslog ([`Event::to_syslog`], structured data `[bulkhead@32473 ...]`, the message
 //!   either CEF or plain text).
-//! - [`Aggregator`]: folds packet observations into one event per flow (5-tuple, verdict,
-//!   rule) per window, and rate-limits what it emits with a token bucket, counting what
+//! - [`Aggregator`]: folds packet observations into one event per flow (5-tuple, VLAN,
+//!   segments, verdict, rule) per window, and rate-limits what it emits with a token bucket, counting what
 //!   it suppressed, so a flood cannot drown the sink.
 //! - [`EventSink`]: a thread that writes events to stdout, a file, or syslog over UDP
 //!   (one datagram per message) or TCP (RFC 6587 octet counting). It is fed through a
@@ -89,7 +89,8 @@ pub struct Event {
     pub dst_port: u16,
     /// IP protocol number (6 TCP, 17 UDP, 1 ICMP, 58 ICMPv6, ...).
     pub protocol: u8,
-    /// Outer VLAN ID, if tagged.
+    /// VLAN ID the segments were chosen by, if tagged: the inner (C-)tag of a QinQ
+    /// frame, else its only tag.
     pub vlan: Option<u16>,
     /// The rule that decided; `None`: a policy default.
     pub rule: Option<String>,
@@ -559,12 +560,16 @@ struct FlowKey {
     src_port: u16,
     dst_port: u16,
     protocol: u8,
+    vlan: Option<u16>,
+    src_segment: String,
+    dst_segment: String,
     verdict: EventVerdict,
     rule: Option<String>,
 }
 
-/// Folds observations into one event per flow (5-tuple, verdict, rule) and window, and
-/// rate-limits the events.
+/// Folds observations into one event per flow (5-tuple, VLAN, segments, verdict, rule)
+/// and window, and rate-limits the events. The same 5-tuple on two VLANs is two flows
+/// (in two segment pairs, perhaps two tenants), so two events.
 #[derive(Debug)]
 pub struct Aggregator {
     config: AggregatorConfig,
@@ -597,6 +602,9 @@ impl Aggregator {
             src_port: obs.src_port,
             dst_port: obs.dst_port,
             protocol: obs.protocol,
+            vlan: obs.vlan,
+            src_segment: obs.src_segment.clone(),
+            dst_segment: obs.dst_segment.clone(),
             verdict: obs.verdict,
             rule: obs.rule.clone(),
         };

@@ -591,46 +591,53 @@ impl Runtime {
 
     /// The security event for a worker's observation, named with the policy that decided.
     fn event(&self, ev: &FlowEvent) -> Event {
-        let (src, dst) = ev.meta.addrs.unwrap_or((std::net::Ipv4Addr::UNSPECIFIED.into(), std::net::Ipv4Addr::UNSPECIFIED.into()));
-        let (src_port, dst_port) = match ev.meta.l4 {
-            L4::Ports { src, dst } => (src, dst),
-            L4::Icmp { ty, code, .. } => (u16::from(ty), u16::from(code)),
-            L4::None => (0, 0),
-        };
-        let names = |policy: &Policy| {
-            let seg = |id: Option<u16>| id.and_then(|i| policy.segment_name(i)).unwrap_or("-").to_string();
-            (seg(ev.decision.src_segment), seg(ev.decision.dst_segment), ev.decision.rule().and_then(|r| policy.rule_name(r)).map(str::to_string))
-        };
         let st = lock(&self.state);
         let policy = self
             .shared
             .current()
             .filter(|a| a.version() == ev.policy_version)
             .or_else(|| st.retiring.iter().map(|(a, _)| a.clone()).find(|a| a.version() == ev.policy_version));
-        let (src_segment, dst_segment, rule) = policy.map_or(("?".into(), "?".into(), None), |a| names(a.policy()));
         let sha = if ev.policy_version == st.version { st.sha256.clone() } else { String::new() };
-        let (verdict, reason) = EventVerdict::from_verdict(ev.decision.verdict);
-        let now = SystemTime::now();
-        Event {
-            time: now,
-            policy_version: ev.policy_version,
-            policy_sha256: sha,
-            src_segment,
-            dst_segment,
-            src_ip: src,
-            dst_ip: dst,
-            src_port,
-            dst_port,
-            protocol: ev.meta.proto,
-            vlan: ev.meta.outer_vlan,
-            rule,
-            verdict,
-            reason: reason.to_string(),
-            packets: 1,
-            bytes: u64::from(ev.len),
-            first_seen: now,
-            last_seen: now,
-        }
+        flow_event(ev, policy.as_ref().map(|a| a.policy()), sha, SystemTime::now())
+    }
+}
+
+/// The security event of one worker report, before aggregation: `policy` is the policy
+/// that decided (its segment and rule names; `?` when it is gone), `sha256` its file's
+/// digest, `now` the time of the observation.
+fn flow_event(ev: &FlowEvent, policy: Option<&Policy>, sha256: String, now: SystemTime) -> Event {
+    let (src, dst) = ev.meta.addrs.unwrap_or((std::net::Ipv4Addr::UNSPECIFIED.into(), std::net::Ipv4Addr::UNSPECIFIED.into()));
+    let (src_port, dst_port) = match ev.meta.l4 {
+        L4::Ports { src, dst } => (src, dst),
+        L4::Icmp { ty, code, .. } => (u16::from(ty), u16::from(code)),
+        L4::None => (0, 0),
+    };
+    let names = |policy: &Policy| {
+        let seg = |id: Option<u16>| id.and_then(|i| policy.segment_name(i)).unwrap_or("-").to_string();
+        (seg(ev.decision.src_segment), seg(ev.decision.dst_segment), ev.decision.rule().and_then(|r| policy.rule_name(r)).map(str::to_string))
+    };
+    let (src_segment, dst_segment, rule) = policy.map_or(("?".into(), "?".into(), None), names);
+    let (verdict, reason) = EventVerdict::from_verdict(ev.decision.verdict);
+    Event {
+        time: now,
+        policy_version: ev.policy_version,
+        policy_sha256: sha256,
+        src_segment,
+        dst_segment,
+        src_ip: src,
+        dst_ip: dst,
+        src_port,
+        dst_port,
+        protocol: ev.meta.proto,
+        // The tag the segments were chosen by: the inner one of a QinQ frame.
+        vlan: ev.meta.vlan(),
+        rule,
+        verdict,
+        reason: reason.to_string(),
+        packets: 1,
+        bytes: u64::from(ev.len),
+        first_seen: now,
+        last_seen: now,
     }
 }
 
@@ -725,5 +732,52 @@ fn management_loop(
     emit(aggregator.flush(Instant::now()));
     for s in sinks {
         s.close();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::IpAddr;
+
+    use dataplane::packet::{Fragment, PacketMeta, ETHERTYPE_IPV4};
+
+    use super::*;
+
+    /// Segments `a` and `b` on VLAN 10, `c` and `d` (same prefixes) on VLAN 20.
+    fn policy() -> Policy {
+        let cfg = Config::from_yaml_str(
+            "p.yaml",
+            "segments:\n  - {name: a, cidrs: [10.1.0.0/24], vlans: [10]}\n  - {name: b, cidrs: [10.2.0.0/24], vlans: [10]}\n\
+             \x20 - {name: c, cidrs: [10.1.0.0/24], vlans: [20]}\n  - {name: d, cidrs: [10.2.0.0/24], vlans: [20]}\n\
+             rules:\n  - {name: icmp-in, from: any, to: any, protocol: icmp, action: deny, log: true}\n",
+        )
+        .expect("loads");
+        Policy::compile(&cfg.policy, 7).expect("compiles")
+    }
+
+    fn report(policy: &Policy, outer_vlan: Option<u16>, inner_vlan: Option<u16>, l4: L4, proto: u8) -> FlowEvent {
+        let ip = |s: &str| s.parse::<IpAddr>().expect("address");
+        let meta = PacketMeta {
+            outer_vlan,
+            inner_vlan,
+            ethertype: ETHERTYPE_IPV4,
+            addrs: Some((ip("10.1.0.5"), ip("10.2.0.7"))),
+            proto,
+            l4,
+            tcp_flags: 0,
+            fragment: Fragment::None,
+        };
+        FlowEvent { policy_version: 7, meta, decision: policy.classify(&meta), len: 60 }
+    }
+
+    /// A QinQ frame's segments are chosen by its inner tag, and its event says so.
+    #[test]
+    fn events_carry_the_vlan_segments_were_chosen_by() {
+        let p = policy();
+        let udp = L4::Ports { src: 1000, dst: 53 };
+        let e = flow_event(&report(&p, Some(100), Some(20), udp, 17), Some(&p), "h".into(), SystemTime::now());
+        assert_eq!((e.vlan, e.src_segment.as_str(), e.dst_segment.as_str()), (Some(20), "c", "d"));
+        let e = flow_event(&report(&p, Some(10), None, udp, 17), Some(&p), "h".into(), SystemTime::now());
+        assert_eq!((e.vlan, e.src_segment.as_str(), e.dst_segment.as_str()), (Some(10), "a", "b"));
     }
 }

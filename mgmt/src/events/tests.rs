@@ -151,6 +151,31 @@ fn aggregates_per_flow_and_window() {
     assert!(agg.poll(t0 + Duration::from_millis(1500)).is_empty(), "a new window started");
 }
 
+/// The same 5-tuple on two VLANs is two flows in two segment pairs (two tenants): two
+/// events, neither one's counts in the other.
+#[test]
+fn vlans_and_segments_keep_flows_apart() {
+    let t0 = Instant::now();
+    let mut agg = Aggregator::new(AggregatorConfig::default(), t0);
+    let tenant = |vlan: u16, seg: &str, packets: u64| Event {
+        vlan: Some(vlan),
+        src_segment: format!("{seg}-web"),
+        dst_segment: format!("{seg}-db"),
+        ..obs(1, EventVerdict::Deny, packets, 10)
+    };
+    agg.record(tenant(10, "tenantA", 1));
+    agg.record(tenant(20, "tenantB", 2));
+    agg.record(tenant(10, "tenantA", 4));
+    let mut events = agg.poll(t0 + Duration::from_secs(1));
+    events.sort_by_key(|e| e.vlan);
+    let got: Vec<_> = events.iter().map(|e| (e.vlan, e.src_segment.as_str(), e.dst_segment.as_str(), e.packets)).collect();
+    assert_eq!(got, [(Some(10), "tenantA-web", "tenantA-db", 5), (Some(20), "tenantB-web", "tenantB-db", 2)]);
+    // Segments alone (a reload moved the prefixes) also keep them apart.
+    agg.record(tenant(10, "tenantA", 1));
+    agg.record(Event { dst_segment: "other".into(), ..tenant(10, "tenantA", 1) });
+    assert_eq!(agg.poll(t0 + Duration::from_secs(2)).len(), 2);
+}
+
 #[test]
 fn rate_limit_and_table_bound() {
     let t0 = Instant::now();
