@@ -62,13 +62,14 @@ pub(crate) fn validate(raw: RawFile) -> FieldResult<(PolicySpec, Option<Applianc
             match names.get(name.as_str()) {
                 Some(&id) => Unmatched::Segment(id),
                 None => {
+                    let choices = match name_list(&segments, false) {
+                        l if l.is_empty() => "drop; no segment is defined".to_string(),
+                        l => format!("drop or one of: {l}"),
+                    };
                     return Err(FieldError::new(
                         "unmatched",
-                        format!(
-                            "segment `{name}` is not defined (expected drop or one of: {})",
-                            name_list(&segments)
-                        ),
-                    ))
+                        format!("segment `{name}` is not defined (expected {choices})"),
+                    ));
                 }
             }
         }
@@ -195,7 +196,9 @@ fn identifier(s: &Scalar, path: &str, what: &str) -> FieldResult<String> {
     Ok(n)
 }
 
-fn name_list(segments: &[SegmentSpec]) -> String {
+/// The segment names an error offers (the first few); `any` first where it is valid
+/// (`from`, `to`), not where it is not (`unmatched`).
+fn name_list(segments: &[SegmentSpec], with_any: bool) -> String {
     const SHOWN: usize = 8;
     let mut names: Vec<&str> = segments
         .iter()
@@ -205,7 +208,7 @@ fn name_list(segments: &[SegmentSpec]) -> String {
     if segments.len() > SHOWN {
         names.push("...");
     }
-    let mut l = vec!["any"];
+    let mut l = if with_any { vec!["any"] } else { Vec::new() };
     l.extend(names);
     l.join(", ")
 }
@@ -511,7 +514,7 @@ fn segment_ref(
                 path,
                 format!(
                     "segment `{n}` is not defined (expected one of: {})",
-                    name_list(segments)
+                    name_list(segments, true)
                 ),
             )
         })
