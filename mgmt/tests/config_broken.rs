@@ -58,6 +58,7 @@ const CASES: &[(&str, &str, &str)] = &[
     ("appliance_descriptors_not_power_of_two.yaml", "appliance.descriptors.rx", "descriptor count 1000 is not a power of two"),
     ("appliance_bad_device.yaml", "appliance.ports[1].device", "`eth1` is neither a PCI address"),
     ("appliance_unknown_key.yaml", "appliance.worker", "unknown key `worker`"),
+    ("sink_syslog_host_name.yaml", "appliance.events.sinks[0].address", "`syslog.example.com:514` is not an IP:PORT address such as 192.0.2.10:514 or [2001:db8::10]:514 (host names are not resolved)"),
     // Found by fuzzing: the `config` crate panicked on these (unreachable!()).
     ("null_mapping_key.yaml", "", "a mapping key must be a name, found null"),
     ("bool_mapping_key.yaml", "segments[0]", "a mapping key must be a name, found the boolean true"),

@@ -1071,9 +1071,9 @@ fn events(raw: Option<RawEvents>) -> FieldResult<EventsConfig> {
                 (target, format)
             }
             "syslog" => {
-                let addr_s = r.address.as_ref().ok_or_else(|| FieldError::new(format!("{base}.address"), "a syslog sink needs `address` (e.g. 127.0.0.1:514)"))?;
+                let addr_s = r.address.as_ref().ok_or_else(|| FieldError::new(format!("{base}.address"), "a syslog sink needs `address`, an IP:PORT (e.g. 127.0.0.1:514)"))?;
                 let a = name_of(addr_s, &format!("{base}.address"), "an address")?;
-                let addr: std::net::SocketAddr = a.parse().map_err(|_| FieldError::new(format!("{base}.address"), format!("`{a}` is not an address:port")))?;
+                let addr: std::net::SocketAddr = a.parse().map_err(|_| FieldError::new(format!("{base}.address"), format!("`{a}` is not an IP:PORT address such as 192.0.2.10:514 or [2001:db8::10]:514 (host names are not resolved)")))?;
                 let target = match word(&r.transport, "transport", "udp")?.as_str() {
                     "udp" => Target::SyslogUdp(addr),
                     "tcp" => Target::SyslogTcp(addr),
