@@ -58,6 +58,8 @@ const CASES: &[(&str, &str, &str)] = &[
     ("appliance_descriptors_not_power_of_two.yaml", "appliance.descriptors.rx", "descriptor count 1000 is not a power of two"),
     ("appliance_bad_device.yaml", "appliance.ports[1].device", "`eth1` is neither a PCI address"),
     ("appliance_unknown_key.yaml", "appliance.worker", "unknown key `worker`"),
+    ("sink_key_of_another_type.yaml", "appliance.events.sinks[0].transport", "`transport` does not apply to a file sink (its keys: type, path, format)"),
+    ("sink_path_on_syslog.yaml", "appliance.events.sinks[1].path", "`path` does not apply to a syslog sink (its keys: type, address, transport, format, facility)"),
     ("sink_syslog_host_name.yaml", "appliance.events.sinks[0].address", "`syslog.example.com:514` is not an IP:PORT address such as 192.0.2.10:514 or [2001:db8::10]:514 (host names are not resolved)"),
     // Found by fuzzing: the `config` crate panicked on these (unreachable!()).
     ("null_mapping_key.yaml", "", "a mapping key must be a name, found null"),

@@ -1049,6 +1049,20 @@ fn events(raw: Option<RawEvents>) -> FieldResult<EventsConfig> {
     for (i, r) in raw.sinks.unwrap_or_default().iter().enumerate() {
         let base = format!("appliance.events.sinks[{i}]");
         let kind = name_of(&r.kind, &format!("{base}.type"), "a sink type")?;
+        // Strict loading: a key another sink type takes is refused, not ignored.
+        let applies: &[&str] = match kind.as_str() {
+            "stdout" => &["type", "format"],
+            "file" => &["type", "path", "format"],
+            "syslog" => &["type", "address", "transport", "format", "facility"],
+            _ => &["type", "path", "address", "transport", "format", "facility"],
+        };
+        let given = [("path", &r.path), ("transport", &r.transport), ("address", &r.address), ("facility", &r.facility)];
+        if let Some((key, _)) = given.iter().find(|(k, v)| v.is_some() && !applies.contains(k)) {
+            return Err(FieldError::new(
+                format!("{base}.{key}"),
+                format!("`{key}` does not apply to a {kind} sink (its keys: {})", applies.join(", ")),
+            ));
+        }
         let word = |s: &Option<Scalar>, key: &str, default: &str| -> FieldResult<String> {
             match s {
                 None => Ok(default.to_string()),
