@@ -39,6 +39,21 @@ pub struct RunOptions {
     pub stats_interval: Option<Duration>,
 }
 
+/// A number of seconds as `bulkhead run --duration` and `--stats-interval` take it: a
+/// finite number, at least 0 and small enough for a [`Duration`] (`60`, `0.5`, `1e3`).
+///
+/// # Errors
+///
+/// A one-line reason for anything else (negative, `nan`, `inf`, `1e30`, not a number).
+pub fn parse_seconds(s: &str) -> Result<Duration, String> {
+    let expected = "expected a number of seconds, 0 or more (e.g. 60 or 0.5)";
+    let secs: f64 = s.trim().parse().map_err(|_| format!("`{s}` is not a number: {expected}"))?;
+    if !secs.is_finite() || secs < 0.0 {
+        return Err(format!("`{s}`: {expected}"));
+    }
+    Duration::try_from_secs_f64(secs).map_err(|_| format!("`{s}` is too many seconds: {expected}, at most about 1.8e19"))
+}
+
 /// A start-up or run-time failure, as one line for the operator.
 #[derive(Debug)]
 pub struct RunError(pub String);
@@ -768,6 +783,17 @@ mod tests {
             fragment: Fragment::None,
         };
         FlowEvent { policy_version: 7, meta, decision: policy.classify(&meta), len: 60 }
+    }
+
+    #[test]
+    fn seconds_are_checked_not_panicked_on() {
+        assert_eq!(parse_seconds("60"), Ok(Duration::from_secs(60)));
+        assert_eq!(parse_seconds("0.5"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_seconds("0"), Ok(Duration::ZERO));
+        for bad in ["-1", "-0.001", "nan", "NaN", "inf", "-inf", "1e30", "", "ten", "1s"] {
+            let e = parse_seconds(bad).expect_err(bad);
+            assert!(e.contains("expected a number of seconds") && !e.contains('\n'), "{bad}: {e}");
+        }
     }
 
     /// A QinQ frame's segments are chosen by its inner tag, and its event says so.
