@@ -622,10 +622,10 @@ impl Runtime {
 /// digest, `now` the time of the observation.
 fn flow_event(ev: &FlowEvent, policy: Option<&Policy>, sha256: String, now: SystemTime) -> Event {
     let (src, dst) = ev.meta.addrs.unwrap_or((std::net::Ipv4Addr::UNSPECIFIED.into(), std::net::Ipv4Addr::UNSPECIFIED.into()));
-    let (src_port, dst_port) = match ev.meta.l4 {
-        L4::Ports { src, dst } => (src, dst),
-        L4::Icmp { ty, code, .. } => (u16::from(ty), u16::from(code)),
-        L4::None => (0, 0),
+    let (src_port, dst_port, icmp_type, icmp_code) = match ev.meta.l4 {
+        L4::Ports { src, dst } => (src, dst, None, None),
+        L4::Icmp { ty, code, .. } => (0, 0, Some(ty), Some(code)),
+        L4::None => (0, 0, None, None),
     };
     let names = |policy: &Policy| {
         let seg = |id: Option<u16>| id.and_then(|i| policy.segment_name(i)).unwrap_or("-").to_string();
@@ -643,6 +643,8 @@ fn flow_event(ev: &FlowEvent, policy: Option<&Policy>, sha256: String, now: Syst
         dst_ip: dst,
         src_port,
         dst_port,
+        icmp_type,
+        icmp_code,
         protocol: ev.meta.proto,
         // The tag the segments were chosen by: the inner one of a QinQ frame.
         vlan: ev.meta.vlan(),
@@ -805,5 +807,18 @@ mod tests {
         assert_eq!((e.vlan, e.src_segment.as_str(), e.dst_segment.as_str()), (Some(20), "c", "d"));
         let e = flow_event(&report(&p, Some(10), None, udp, 17), Some(&p), "h".into(), SystemTime::now());
         assert_eq!((e.vlan, e.src_segment.as_str(), e.dst_segment.as_str()), (Some(10), "a", "b"));
+    }
+
+    /// ICMP has no ports: its type and code are fields of their own, the ports 0.
+    #[test]
+    fn icmp_type_and_code_are_not_ports() {
+        let p = policy();
+        let echo = L4::Icmp { ty: 8, code: 0, id: 7 };
+        let e = flow_event(&report(&p, Some(10), None, echo, 1), Some(&p), "h".into(), SystemTime::now());
+        assert_eq!((e.src_port, e.dst_port, e.icmp_type, e.icmp_code), (0, 0, Some(8), Some(0)));
+        assert_eq!(e.rule.as_deref(), Some("icmp-in"));
+        let udp = L4::Ports { src: 1000, dst: 53 };
+        let e = flow_event(&report(&p, Some(10), None, udp, 17), Some(&p), "h".into(), SystemTime::now());
+        assert_eq!((e.src_port, e.dst_port, e.icmp_type, e.icmp_code), (1000, 53, None, None));
     }
 }
