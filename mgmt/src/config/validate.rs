@@ -1093,12 +1093,12 @@ fn events(raw: Option<RawEvents>) -> FieldResult<EventsConfig> {
                     "tcp" => Target::SyslogTcp(addr),
                     other => return Err(FieldError::new(format!("{base}.transport"), format!("unknown transport `{other}` (expected udp or tcp)"))),
                 };
-                let mut opts = SyslogOptions::default();
-                opts.message = match word(&r.format, "format", "cef")?.as_str() {
+                let message = match word(&r.format, "format", "cef")?.as_str() {
                     "cef" => SyslogMessage::Cef,
                     "text" => SyslogMessage::Text,
                     other => return Err(FieldError::new(format!("{base}.format"), format!("unknown syslog message format `{other}` (expected cef or text)"))),
                 };
+                let mut opts = SyslogOptions { message, ..SyslogOptions::default() };
                 if let Some(f) = &r.facility {
                     let f = name_of(f, &format!("{base}.facility"), "a facility")?;
                     opts.facility = Facility::from_name(&f).map_err(|e| FieldError::new(format!("{base}.facility"), e))?;
