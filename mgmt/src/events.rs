@@ -5,8 +5,8 @@
 //! - Formatters: JSON lines ([`Event::to_json`]), CEF ([`Event::to_cef`]) and RFC 5424
 //!   syslog ([`Event::to_syslog`], structured data `[bulkhead@32473 ...]`, the message
 //!   either CEF or plain text).
-//! - [`Aggregator`]: folds packet observations into one event per flow (5-tuple, verdict,
-//!   rule) per window, and rate-limits what it emits with a token bucket, counting what
+//! - [`Aggregator`]: folds packet observations into one event per flow (5-tuple, VLAN,
+//!   segments, verdict, rule) per window, and rate-limits what it emits with a token bucket, counting what
 //!   it suppressed, so a flood cannot drown the sink.
 //! - [`EventSink`]: a thread that writes events to stdout, a file, or syslog over UDP
 //!   (one datagram per message) or TCP (RFC 6587 octet counting). It is fed through a
@@ -87,9 +87,15 @@ pub struct Event {
     pub src_port: u16,
     /// Destination port (0 for protocols without ports).
     pub dst_port: u16,
+    /// ICMP or ICMPv6 type (`None` for other protocols, and for an ICMP header the
+    /// packet did not carry, as in a later fragment).
+    pub icmp_type: Option<u8>,
+    /// ICMP or ICMPv6 code, as for `icmp_type`.
+    pub icmp_code: Option<u8>,
     /// IP protocol number (6 TCP, 17 UDP, 1 ICMP, 58 ICMPv6, ...).
     pub protocol: u8,
-    /// Outer VLAN ID, if tagged.
+    /// VLAN ID the segments were chosen by, if tagged: the inner (C-)tag of a QinQ
+    /// frame, else its only tag.
     pub vlan: Option<u16>,
     /// The rule that decided; `None`: a policy default.
     pub rule: Option<String>,
@@ -162,6 +168,8 @@ struct JsonEvent<'a> {
     dst_ip: IpAddr,
     src_port: u16,
     dst_port: u16,
+    icmp_type: Option<u8>,
+    icmp_code: Option<u8>,
     protocol: u8,
     protocol_name: String,
     vlan: Option<u16>,
@@ -176,7 +184,7 @@ struct JsonEvent<'a> {
 
 impl Event {
     /// The event as one line of JSON (no trailing newline). `rule` is `null` when a
-    /// policy default decided.
+    /// policy default decided; `icmp_type` and `icmp_code` are `null` but for ICMP.
     pub fn to_json(&self) -> String {
         let j = JsonEvent {
             time: rfc3339(self.time),
@@ -188,6 +196,8 @@ impl Event {
             dst_ip: self.dst_ip,
             src_port: self.src_port,
             dst_port: self.dst_port,
+            icmp_type: self.icmp_type,
+            icmp_code: self.icmp_code,
             protocol: self.protocol,
             protocol_name: protocol_name(self.protocol),
             vlan: self.vlan,
@@ -203,6 +213,11 @@ impl Event {
         serde_json::to_string(&j).unwrap_or_else(|e| format!("{{\"error\":\"cannot serialise event: {e}\"}}"))
     }
 
+    /// An ICMP or ICMPv6 event (type and code instead of ports).
+    fn is_icmp(&self) -> bool {
+        self.icmp_type.is_some() || self.icmp_code.is_some()
+    }
+
     fn rule_label(&self) -> &str {
         self.rule.as_deref().unwrap_or(DEFAULT_RULE_LABEL)
     }
@@ -210,7 +225,8 @@ impl Event {
     /// The event as a CEF line (no trailing newline): `CEF:0|bulkhead|bulkhead|VERSION|
     /// SIGID|NAME|SEV|extension`, header fields escaped for `|` and `\`, extension values
     /// for `\`, `=` and line breaks. Signature IDs: `flow-deny` (severity 5) and
-    /// `flow-allow` (severity 1).
+    /// `flow-allow` (severity 1). ICMP has no ports: `spt`/`dpt` are left out and the
+    /// type and code are custom numbers `cn3` (`icmpType`) and `cn4` (`icmpCode`).
     pub fn to_cef(&self, product_version: &str) -> String {
         let (sig, name, sev) = match self.verdict {
             EventVerdict::Deny => ("flow-deny", "Flow denied by segmentation policy", 5),
@@ -226,8 +242,11 @@ impl Event {
             ("end", millis(self.last_seen).to_string()),
             ("src", self.src_ip.to_string()),
             ("dst", self.dst_ip.to_string()),
-            ("spt", self.src_port.to_string()),
-            ("dpt", self.dst_port.to_string()),
+        ];
+        if !self.is_icmp() {
+            ext.extend([("spt", self.src_port.to_string()), ("dpt", self.dst_port.to_string())]);
+        }
+        ext.extend([
             ("proto", protocol_name(self.protocol).to_uppercase()),
             ("act", self.verdict.as_str().to_string()),
             ("reason", self.reason.clone()),
@@ -243,10 +262,16 @@ impl Event {
             ("cs4", self.policy_sha256.clone()),
             ("cn1Label", "policyVersion".into()),
             ("cn1", self.policy_version.to_string()),
-        ];
+        ]);
         if let Some(vlan) = self.vlan {
             ext.push(("cn2Label", "vlan".into()));
             ext.push(("cn2", vlan.to_string()));
+        }
+        if let Some(t) = self.icmp_type {
+            ext.extend([("cn3Label", "icmpType".into()), ("cn3", t.to_string())]);
+        }
+        if let Some(c) = self.icmp_code {
+            ext.extend([("cn4Label", "icmpCode".into()), ("cn4", c.to_string())]);
         }
         for (i, (k, v)) in ext.iter().enumerate() {
             if i > 0 {
@@ -260,12 +285,16 @@ impl Event {
     /// A one-line human summary (the syslog message in [`SyslogMessage::Text`] mode).
     pub fn to_text(&self) -> String {
         let vlan = self.vlan.map(|v| format!(" vlan {v}")).unwrap_or_default();
+        let flow = if self.is_icmp() {
+            let n = |v: Option<u8>| v.map_or_else(|| "-".to_string(), |v| v.to_string());
+            format!("{} -> {} type {} code {}", self.src_ip, self.dst_ip, n(self.icmp_type), n(self.icmp_code))
+        } else {
+            format!("{} -> {}", SocketAddr::new(self.src_ip, self.src_port), SocketAddr::new(self.dst_ip, self.dst_port))
+        };
         format!(
-            "{} {} {} -> {}{vlan} segments {} -> {} rule {} ({}) {} packets {} bytes policy v{}",
+            "{} {} {flow}{vlan} segments {} -> {} rule {} ({}) {} packets {} bytes policy v{}",
             self.verdict.as_str(),
             protocol_name(self.protocol),
-            SocketAddr::new(self.src_ip, self.src_port),
-            SocketAddr::new(self.dst_ip, self.dst_port),
             self.src_segment,
             self.dst_segment,
             self.rule_label(),
@@ -279,7 +308,8 @@ impl Event {
     /// The event as an RFC 5424 message (no trailing newline, no framing):
     /// `<PRI>1 TIMESTAMP HOSTNAME bulkhead PROCID MSGID [bulkhead@32473 ...] MSG`.
     /// Severity 4 (warning) for a deny, 6 (informational) for an allow; MSGID
-    /// `flow-deny` or `flow-allow`.
+    /// `flow-deny` or `flow-allow`. ICMP carries `icmp_type` and `icmp_code` parameters
+    /// instead of `spt` and `dpt`.
     pub fn to_syslog(&self, opts: &SyslogOptions) -> String {
         let severity = match self.verdict {
             EventVerdict::Deny => 4,
@@ -304,10 +334,14 @@ impl Event {
             ("dst_segment", self.dst_segment.clone()),
             ("src", self.src_ip.to_string()),
             ("dst", self.dst_ip.to_string()),
-            ("spt", self.src_port.to_string()),
-            ("dpt", self.dst_port.to_string()),
-            ("proto", protocol_name(self.protocol)),
         ];
+        if self.is_icmp() {
+            params.extend(self.icmp_type.map(|t| ("icmp_type", t.to_string())));
+            params.extend(self.icmp_code.map(|c| ("icmp_code", c.to_string())));
+        } else {
+            params.extend([("spt", self.src_port.to_string()), ("dpt", self.dst_port.to_string())]);
+        }
+        params.push(("proto", protocol_name(self.protocol)));
         if let Some(vlan) = self.vlan {
             params.push(("vlan", vlan.to_string()));
         }
@@ -558,13 +592,19 @@ struct FlowKey {
     dst_ip: IpAddr,
     src_port: u16,
     dst_port: u16,
+    icmp_type: Option<u8>,
+    icmp_code: Option<u8>,
     protocol: u8,
+    vlan: Option<u16>,
+    src_segment: String,
+    dst_segment: String,
     verdict: EventVerdict,
     rule: Option<String>,
 }
 
-/// Folds observations into one event per flow (5-tuple, verdict, rule) and window, and
-/// rate-limits the events.
+/// Folds observations into one event per flow (5-tuple, ICMP type and code, VLAN,
+/// segments, verdict, rule) and window, and rate-limits the events. The same 5-tuple on
+/// two VLANs is two flows (in two segment pairs, perhaps two tenants), so two events.
 #[derive(Debug)]
 pub struct Aggregator {
     config: AggregatorConfig,
@@ -596,7 +636,12 @@ impl Aggregator {
             dst_ip: obs.dst_ip,
             src_port: obs.src_port,
             dst_port: obs.dst_port,
+            icmp_type: obs.icmp_type,
+            icmp_code: obs.icmp_code,
             protocol: obs.protocol,
+            vlan: obs.vlan,
+            src_segment: obs.src_segment.clone(),
+            dst_segment: obs.dst_segment.clone(),
             verdict: obs.verdict,
             rule: obs.rule.clone(),
         };

@@ -51,7 +51,8 @@ pub struct ExplainArgs {
     /// VLAN id of the packet (the innermost tag); untagged if not given.
     #[arg(long)]
     pub vlan: Option<u16>,
-    /// ICMP or ICMPv6 type; echo request (8 / 128) if not given.
+    /// ICMP type (icmp in IPv4) or ICMPv6 type (icmpv6 in IPv6); echo request (8 / 128)
+    /// if not given.
     #[arg(long)]
     pub icmp_type: Option<u8>,
     /// ICMP or ICMPv6 code.
@@ -102,15 +103,28 @@ pub fn packet_meta(args: &ExplainArgs) -> Result<(PacketMeta, Vec<String>), Stri
         }
     }
     let ported = matches!(p, proto::TCP | proto::UDP | proto::SCTP);
-    let icmp = matches!(p, proto::ICMP | proto::ICMPV6);
+    // The parser reads an ICMP header for protocol 1 in IPv4 and 58 in IPv6 only: ICMPv6
+    // in IPv4 (or ICMP in IPv6) is a protocol without ports or types, as on the wire.
+    let (family, family_icmp) =
+        if ethertype == ETHERTYPE_IPV4 { ("IPv4", proto::ICMP) } else { ("IPv6", proto::ICMPV6) };
+    let icmp = p == family_icmp;
+    let foreign_icmp = !icmp && matches!(p, proto::ICMP | proto::ICMPV6);
+    let pname = crate::config::protocol_name(ProtocolMatch::Number(p));
     if !ported && (args.sport.is_some() || args.dport.is_some()) {
+        return Err(format!("--sport/--dport: protocol {pname} has no ports"));
+    }
+    if foreign_icmp && args.icmp_type.is_some() {
         return Err(format!(
-            "--sport/--dport: protocol {} has no ports",
-            crate::config::protocol_name(ProtocolMatch::Number(p))
+            "--icmp-type: protocol {pname} in {family} has no ICMP header the dataplane reads (icmp is IPv4's, icmpv6 IPv6's)"
         ));
     }
     if !icmp && args.icmp_type.is_some() {
-        return Err("--icmp-type: only for protocol icmp or icmpv6".to_string());
+        return Err("--icmp-type: only for protocol icmp (IPv4) or icmpv6 (IPv6)".to_string());
+    }
+    if foreign_icmp {
+        notes.push(format!(
+            "{pname} in {family}: no ICMP header is read (the dataplane reads one for icmp in IPv4 and icmpv6 in IPv6 only)"
+        ));
     }
     let l4 = if ported {
         let dst = args
@@ -123,7 +137,7 @@ pub fn packet_meta(args: &ExplainArgs) -> Result<(PacketMeta, Vec<String>), Stri
         L4::Ports { src, dst }
     } else if icmp {
         let ty = args.icmp_type.unwrap_or_else(|| {
-            let echo = if p == proto::ICMP { 8 } else { 128 };
+            let echo = if ethertype == ETHERTYPE_IPV4 { 8 } else { 128 };
             notes.push(format!(
                 "ICMP type not given: {echo} (echo request) assumed"
             ));

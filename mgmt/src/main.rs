@@ -9,7 +9,7 @@ use clap::{Parser, Subcommand};
 use mgmt::control;
 use mgmt::explain::{explain_command, ExplainArgs};
 use mgmt::lint::check_command;
-use mgmt::run::{run, RunOptions};
+use mgmt::run::{parse_seconds, run, RunOptions};
 
 #[derive(Parser)]
 #[command(name = "bulkhead", version, about = "Inline container micro-segmentation on DPDK")]
@@ -26,11 +26,11 @@ enum Command {
         #[arg(long, short)]
         config: PathBuf,
         /// Stop by itself after this many seconds (default: run until SIGINT/SIGTERM).
-        #[arg(long)]
-        duration: Option<f64>,
+        #[arg(long, value_name = "SECONDS", value_parser = parse_seconds, allow_negative_numbers = true)]
+        duration: Option<Duration>,
         /// Print the counters every this many seconds.
-        #[arg(long)]
-        stats_interval: Option<f64>,
+        #[arg(long, value_name = "SECONDS", value_parser = parse_seconds, allow_negative_numbers = true)]
+        stats_interval: Option<Duration>,
     },
     /// Validate and compile a policy file; print warnings. Exit 0 when loadable, 2 when not.
     Check {
@@ -89,10 +89,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Run { config, duration, stats_interval } => {
-            let options = RunOptions {
-                duration: duration.map(Duration::from_secs_f64),
-                stats_interval: stats_interval.map(Duration::from_secs_f64),
-            };
+            let options = RunOptions { duration, stats_interval };
             match run(&config, &options) {
                 Ok(snapshot) => {
                     println!("bulkhead: stopped; final counters:");

@@ -39,6 +39,21 @@ pub struct RunOptions {
     pub stats_interval: Option<Duration>,
 }
 
+/// A number of seconds as `bulkhead run --duration` and `--stats-interval` take it: a
+/// finite number, at least 0 and small enough for a [`Duration`] (`60`, `0.5`, `1e3`).
+///
+/// # Errors
+///
+/// A one-line reason for anything else (negative, `nan`, `inf`, `1e30`, not a number).
+pub fn parse_seconds(s: &str) -> Result<Duration, String> {
+    let expected = "expected a number of seconds, 0 or more (e.g. 60 or 0.5)";
+    let secs: f64 = s.trim().parse().map_err(|_| format!("`{s}` is not a number: {expected}"))?;
+    if !secs.is_finite() || secs < 0.0 {
+        return Err(format!("`{s}`: {expected}"));
+    }
+    Duration::try_from_secs_f64(secs).map_err(|_| format!("`{s}` is too many seconds: {expected}, at most about 1.8e19"))
+}
+
 /// A start-up or run-time failure, as one line for the operator.
 #[derive(Debug)]
 pub struct RunError(pub String);
@@ -125,8 +140,9 @@ fn check_cores(file: &str, appliance: &ApplianceConfig) -> Result<(), RunError> 
 /// Runs the appliance described by `path` until a signal (or `options.duration`).
 /// Returns the final counters.
 pub fn run(path: &Path, options: &RunOptions) -> Result<Snapshot, RunError> {
-    let bytes = std::fs::read(path).map_err(|e| err(format!("{}: cannot read: {e}", path.display())))?;
-    let config = Config::load(path).map_err(|e| err(e.to_string()))?;
+    // Read once, with the size limit: the digest is of the bytes that were loaded.
+    let bytes = Config::read_file(path).map_err(|e| err(e.to_string()))?;
+    let config = Config::from_bytes(&path.display().to_string(), &bytes).map_err(|e| err(e.to_string()))?;
     let file = config.file.clone();
     let appliance = config.appliance.clone().ok_or_else(|| {
         err(format!("{file}: appliance: section missing; `bulkhead run` needs its ports, pairs and workers"))
@@ -280,7 +296,7 @@ fn run_with_eal(eal: &Eal, start: Start, options: &RunOptions) -> Result<Snapsho
         counters,
         ct_counters,
         shared,
-        state: Mutex::new(PolicyState { version: 1, sha256: digest, ..PolicyState::default() }),
+        state: Mutex::new(PolicyState::new(1, digest)),
         event_stats: Mutex::new(EventStats::default()),
         observations: Mutex::new(Default::default()),
     });
@@ -415,11 +431,17 @@ pub struct Runtime {
     observations: Mutex<std::collections::BTreeSet<Observation>>,
 }
 
+/// How many policy versions' digests are kept for the events still queued from them.
+const RECENT_DIGESTS: usize = 16;
+
 /// The policy's history, changed only by reloads (one at a time, under the lock).
 #[derive(Default)]
 struct PolicyState {
     version: u64,
     sha256: String,
+    /// (version, SHA-256) of the latest policies, the one in force included: events a
+    /// worker queued before a reload still name the digest of the policy that decided.
+    recent: std::collections::VecDeque<(u64, String)>,
     reloads_ok: u64,
     reloads_error: u64,
     last_error: Option<String>,
@@ -427,6 +449,31 @@ struct PolicyState {
     retired: PolicyTotals,
     /// Replaced policies whose workers may still be finishing a round.
     retiring: Vec<(Arc<ActivePolicy>, Instant)>,
+}
+
+impl PolicyState {
+    /// The state of the first policy.
+    fn new(version: u64, sha256: String) -> PolicyState {
+        let mut st = PolicyState::default();
+        st.in_force(version, sha256);
+        st
+    }
+
+    /// Records a policy put in force.
+    fn in_force(&mut self, version: u64, sha256: String) {
+        if self.recent.len() == RECENT_DIGESTS {
+            self.recent.pop_front();
+        }
+        self.recent.push_back((version, sha256.clone()));
+        self.version = version;
+        self.sha256 = sha256;
+    }
+
+    /// The SHA-256 of policy `version`'s file; empty if it is older than the last
+    /// [`RECENT_DIGESTS`] versions.
+    fn sha256_of(&self, version: u64) -> String {
+        self.recent.iter().rev().find(|(v, _)| *v == version).map(|(_, h)| h.clone()).unwrap_or_default()
+    }
 }
 
 #[derive(Default)]
@@ -526,8 +573,7 @@ impl Runtime {
                 if let Some(old) = old {
                     st.retiring.push((old, Instant::now()));
                 }
-                st.version = version;
-                st.sha256 = sha256.clone();
+                st.in_force(version, sha256.clone());
                 st.reloads_ok += 1;
                 log::info!("reload ({trigger}): policy version {version} in force, sha256 {sha256}{message}");
                 Ok(ReloadOutcome { policy_version: version, policy_sha256: sha256, message })
@@ -542,17 +588,7 @@ impl Runtime {
     }
 
     fn load_new_policy(&self, version: u64) -> Result<(Policy, String, String), String> {
-        let bytes = std::fs::read(&self.config_path).map_err(|e| format!("{}: cannot read: {e}", self.file))?;
-        let text = String::from_utf8(bytes.clone())
-            .map_err(|e| format!("{}: not a YAML text file: invalid UTF-8 at byte {}", self.file, e.utf8_error().valid_up_to()))?;
-        let config = Config::from_yaml_str(&self.file, &text).map_err(|e| e.to_string())?;
-        let policy = Policy::compile(&config.policy, version)
-            .map_err(|e| format!("{}: policy does not compile: {e}", self.file))?;
-        let message = match config.appliance {
-            Some(a) if a == self.appliance => String::new(),
-            _ => "; the appliance section changed: restart bulkhead to apply it".to_string(),
-        };
-        Ok((policy, policy_digest(&bytes), message))
+        load_policy(&self.config_path, &self.file, version, &self.appliance)
     }
 
     /// Folds the counters of policies replaced long enough ago into the totals.
@@ -602,46 +638,68 @@ impl Runtime {
 
     /// The security event for a worker's observation, named with the policy that decided.
     fn event(&self, ev: &FlowEvent) -> Event {
-        let (src, dst) = ev.meta.addrs.unwrap_or((std::net::Ipv4Addr::UNSPECIFIED.into(), std::net::Ipv4Addr::UNSPECIFIED.into()));
-        let (src_port, dst_port) = match ev.meta.l4 {
-            L4::Ports { src, dst } => (src, dst),
-            L4::Icmp { ty, code, .. } => (u16::from(ty), u16::from(code)),
-            L4::None => (0, 0),
-        };
-        let names = |policy: &Policy| {
-            let seg = |id: Option<u16>| id.and_then(|i| policy.segment_name(i)).unwrap_or("-").to_string();
-            (seg(ev.decision.src_segment), seg(ev.decision.dst_segment), ev.decision.rule().and_then(|r| policy.rule_name(r)).map(str::to_string))
-        };
         let st = lock(&self.state);
         let policy = self
             .shared
             .current()
             .filter(|a| a.version() == ev.policy_version)
             .or_else(|| st.retiring.iter().map(|(a, _)| a.clone()).find(|a| a.version() == ev.policy_version));
-        let (src_segment, dst_segment, rule) = policy.map_or(("?".into(), "?".into(), None), |a| names(a.policy()));
-        let sha = if ev.policy_version == st.version { st.sha256.clone() } else { String::new() };
-        let (verdict, reason) = EventVerdict::from_verdict(ev.decision.verdict);
-        let now = SystemTime::now();
-        Event {
-            time: now,
-            policy_version: ev.policy_version,
-            policy_sha256: sha,
-            src_segment,
-            dst_segment,
-            src_ip: src,
-            dst_ip: dst,
-            src_port,
-            dst_port,
-            protocol: ev.meta.proto,
-            vlan: ev.meta.outer_vlan,
-            rule,
-            verdict,
-            reason: reason.to_string(),
-            packets: 1,
-            bytes: u64::from(ev.len),
-            first_seen: now,
-            last_seen: now,
-        }
+        flow_event(ev, policy.as_ref().map(|a| a.policy()), st.sha256_of(ev.policy_version), SystemTime::now())
+    }
+}
+
+/// Loads the configuration file for a reload, with the limits of [`Config::load`], and
+/// compiles its policy as `version`: the policy, the SHA-256 of the bytes read, and a
+/// note when the `appliance:` section differs from the running `appliance`.
+fn load_policy(path: &Path, file: &str, version: u64, appliance: &ApplianceConfig) -> Result<(Policy, String, String), String> {
+    let bytes = Config::read_file(path).map_err(|e| e.to_string())?;
+    let config = Config::from_bytes(file, &bytes).map_err(|e| e.to_string())?;
+    let policy = Policy::compile(&config.policy, version).map_err(|e| format!("{file}: policy does not compile: {e}"))?;
+    let message = match config.appliance {
+        Some(a) if a == *appliance => String::new(),
+        _ => "; the appliance section changed: restart bulkhead to apply it".to_string(),
+    };
+    Ok((policy, policy_digest(&bytes), message))
+}
+
+/// The security event of one worker report, before aggregation: `policy` is the policy
+/// that decided (its segment and rule names; `?` when it is gone), `sha256` its file's
+/// digest, `now` the time of the observation.
+fn flow_event(ev: &FlowEvent, policy: Option<&Policy>, sha256: String, now: SystemTime) -> Event {
+    let (src, dst) = ev.meta.addrs.unwrap_or((std::net::Ipv4Addr::UNSPECIFIED.into(), std::net::Ipv4Addr::UNSPECIFIED.into()));
+    let (src_port, dst_port, icmp_type, icmp_code) = match ev.meta.l4 {
+        L4::Ports { src, dst } => (src, dst, None, None),
+        L4::Icmp { ty, code, .. } => (0, 0, Some(ty), Some(code)),
+        L4::None => (0, 0, None, None),
+    };
+    let names = |policy: &Policy| {
+        let seg = |id: Option<u16>| id.and_then(|i| policy.segment_name(i)).unwrap_or("-").to_string();
+        (seg(ev.decision.src_segment), seg(ev.decision.dst_segment), ev.decision.rule().and_then(|r| policy.rule_name(r)).map(str::to_string))
+    };
+    let (src_segment, dst_segment, rule) = policy.map_or(("?".into(), "?".into(), None), names);
+    let (verdict, reason) = EventVerdict::from_verdict(ev.decision.verdict);
+    Event {
+        time: now,
+        policy_version: ev.policy_version,
+        policy_sha256: sha256,
+        src_segment,
+        dst_segment,
+        src_ip: src,
+        dst_ip: dst,
+        src_port,
+        dst_port,
+        icmp_type,
+        icmp_code,
+        protocol: ev.meta.proto,
+        // The tag the segments were chosen by: the inner one of a QinQ frame.
+        vlan: ev.meta.vlan(),
+        rule,
+        verdict,
+        reason: reason.to_string(),
+        packets: 1,
+        bytes: u64::from(ev.len),
+        first_seen: now,
+        last_seen: now,
     }
 }
 
@@ -736,5 +794,134 @@ fn management_loop(
     emit(aggregator.flush(Instant::now()));
     for s in sinks {
         s.close();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::IpAddr;
+
+    use dataplane::packet::{Fragment, PacketMeta, ETHERTYPE_IPV4};
+
+    use super::*;
+
+    /// Segments `a` and `b` on VLAN 10, `c` and `d` (same prefixes) on VLAN 20.
+    fn policy() -> Policy {
+        let cfg = Config::from_yaml_str(
+            "p.yaml",
+            "segments:\n  - {name: a, cidrs: [10.1.0.0/24], vlans: [10]}\n  - {name: b, cidrs: [10.2.0.0/24], vlans: [10]}\n\
+             \x20 - {name: c, cidrs: [10.1.0.0/24], vlans: [20]}\n  - {name: d, cidrs: [10.2.0.0/24], vlans: [20]}\n\
+             rules:\n  - {name: icmp-in, from: any, to: any, protocol: icmp, action: deny, log: true}\n",
+        )
+        .expect("loads");
+        Policy::compile(&cfg.policy, 7).expect("compiles")
+    }
+
+    fn report(policy: &Policy, outer_vlan: Option<u16>, inner_vlan: Option<u16>, l4: L4, proto: u8) -> FlowEvent {
+        let ip = |s: &str| s.parse::<IpAddr>().expect("address");
+        let meta = PacketMeta {
+            outer_vlan,
+            inner_vlan,
+            ethertype: ETHERTYPE_IPV4,
+            addrs: Some((ip("10.1.0.5"), ip("10.2.0.7"))),
+            proto,
+            l4,
+            tcp_flags: 0,
+            fragment: Fragment::None,
+        };
+        FlowEvent { policy_version: 7, meta, decision: policy.classify(&meta), len: 60 }
+    }
+
+    #[test]
+    fn seconds_are_checked_not_panicked_on() {
+        assert_eq!(parse_seconds("60"), Ok(Duration::from_secs(60)));
+        assert_eq!(parse_seconds("0.5"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_seconds("0"), Ok(Duration::ZERO));
+        for bad in ["-1", "-0.001", "nan", "NaN", "inf", "-inf", "1e30", "", "ten", "1s"] {
+            let e = parse_seconds(bad).expect_err(bad);
+            assert!(e.contains("expected a number of seconds") && !e.contains('\n'), "{bad}: {e}");
+        }
+    }
+
+    /// A QinQ frame's segments are chosen by its inner tag, and its event says so.
+    #[test]
+    fn events_carry_the_vlan_segments_were_chosen_by() {
+        let p = policy();
+        let udp = L4::Ports { src: 1000, dst: 53 };
+        let e = flow_event(&report(&p, Some(100), Some(20), udp, 17), Some(&p), "h".into(), SystemTime::now());
+        assert_eq!((e.vlan, e.src_segment.as_str(), e.dst_segment.as_str()), (Some(20), "c", "d"));
+        let e = flow_event(&report(&p, Some(10), None, udp, 17), Some(&p), "h".into(), SystemTime::now());
+        assert_eq!((e.vlan, e.src_segment.as_str(), e.dst_segment.as_str()), (Some(10), "a", "b"));
+    }
+
+    const APPLIANCE: &str = "appliance:\n  ports:\n    - {name: west, device: net_null0}\n    - {name: east, device: net_null1}\n\
+                             \x20 pairs: [[west, east]]\n  workers: [1]\n";
+
+    /// A runtime without ports or workers: enough for its policy history and events.
+    fn runtime(path: &Path) -> Runtime {
+        let cfg = Config::from_yaml_str("r.yaml", &format!("{APPLIANCE}segments: []\n")).expect("loads");
+        Runtime {
+            config_path: path.to_path_buf(),
+            file: path.display().to_string(),
+            appliance: cfg.appliance.expect("appliance"),
+            started: Instant::now(),
+            port_names: Vec::new(),
+            port_ids: Vec::new(),
+            counters: Vec::new(),
+            ct_counters: Vec::new(),
+            shared: Arc::new(SharedPolicy::new()),
+            state: Mutex::new(PolicyState::new(1, "h1".into())),
+            event_stats: Mutex::new(EventStats::default()),
+            observations: Mutex::new(Default::default()),
+        }
+    }
+
+    /// An event queued by a worker before a reload carries the digest of the policy
+    /// that decided it, not an empty one; only versions long gone have none.
+    #[test]
+    fn queued_events_keep_their_policy_digest_after_reloads() {
+        let rt = runtime(Path::new("/nonexistent.yaml"));
+        let p = policy();
+        let udp = L4::Ports { src: 1000, dst: 53 };
+        let mut ev = report(&p, Some(10), None, udp, 17);
+        for v in 2..=20 {
+            lock(&rt.state).in_force(v, format!("h{v}"));
+        }
+        for (version, sha) in [(20, "h20"), (19, "h19"), (5, "h5"), (4, ""), (1, "")] {
+            ev.policy_version = version;
+            assert_eq!(rt.event(&ev).policy_sha256, sha, "version {version}");
+        }
+    }
+
+    /// A reload reads the file with the loader's size limit, and digests what it read.
+    #[test]
+    fn a_reload_reads_with_the_size_limit() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("p.yaml");
+        let text = format!("{APPLIANCE}segments:\n  - {{name: web, cidrs: [10.1.0.0/24]}}\n");
+        std::fs::write(&path, &text).expect("write");
+        let rt = runtime(&path);
+        let (policy, sha, message) = rt.load_new_policy(2).expect("loads");
+        assert_eq!((policy.version(), sha, message), (2, policy_digest(text.as_bytes()), String::new()));
+        std::fs::File::options()
+            .write(true)
+            .open(&path)
+            .and_then(|f| f.set_len(crate::config::MAX_FILE_BYTES + 1))
+            .expect("grow the file (sparse)");
+        let e = rt.load_new_policy(3).expect_err("over the limit");
+        assert_eq!(e, format!("{}: file is 257 MiB, larger than the 256 MiB limit", path.display()));
+    }
+
+    /// ICMP has no ports: its type and code are fields of their own, the ports 0.
+    #[test]
+    fn icmp_type_and_code_are_not_ports() {
+        let p = policy();
+        let echo = L4::Icmp { ty: 8, code: 0, id: 7 };
+        let e = flow_event(&report(&p, Some(10), None, echo, 1), Some(&p), "h".into(), SystemTime::now());
+        assert_eq!((e.src_port, e.dst_port, e.icmp_type, e.icmp_code), (0, 0, Some(8), Some(0)));
+        assert_eq!(e.rule.as_deref(), Some("icmp-in"));
+        let udp = L4::Ports { src: 1000, dst: 53 };
+        let e = flow_event(&report(&p, Some(10), None, udp, 17), Some(&p), "h".into(), SystemTime::now());
+        assert_eq!((e.src_port, e.dst_port, e.icmp_type, e.icmp_code), (1000, 53, None, None));
     }
 }

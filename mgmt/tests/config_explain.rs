@@ -172,3 +172,61 @@ fn bad_descriptions_and_files_exit_2() {
     );
     assert_eq!(out.lines().count(), 1);
 }
+
+/// The frame a packet description stands for: Ethernet, an IPv4 or IPv6 header with
+/// protocol `p`, and 8 bytes of L4 header (`l4`).
+fn frame(src: IpAddr, dst: IpAddr, p: u8, l4: [u8; 8]) -> Vec<u8> {
+    let mut f = vec![0x02, 0, 0, 0, 0, 2, 0x02, 0, 0, 0, 0, 1];
+    match (src, dst) {
+        (IpAddr::V4(s), IpAddr::V4(d)) => {
+            f.extend_from_slice(&[0x08, 0x00, 0x45, 0, 0, 28, 0, 1, 0, 0, 64, p, 0, 0]);
+            f.extend_from_slice(&s.octets());
+            f.extend_from_slice(&d.octets());
+        }
+        (IpAddr::V6(s), IpAddr::V6(d)) => {
+            f.extend_from_slice(&[0x86, 0xdd, 0x60, 0, 0, 0, 0, 8, p, 64]);
+            f.extend_from_slice(&s.octets());
+            f.extend_from_slice(&d.octets());
+        }
+        _ => unreachable!(),
+    }
+    f.extend_from_slice(&l4);
+    f
+}
+
+/// ICMPv6 in IPv4 and ICMP in IPv6 carry no ICMP header the dataplane reads (it reads
+/// one for protocol 1 in IPv4 and 58 in IPv6 only): `explain` describes the packet as
+/// the parser does, so it gives the dataplane's verdict, not the ping rules'.
+#[test]
+fn icmp_of_the_other_family_has_no_icmp_header() {
+    let (_cfg, policy) = mgmt::lint::load_and_compile(&example()).unwrap();
+    for (src, dst, p, name, ty) in [
+        ("10.2.0.7", "10.1.0.5", 58u8, "icmpv6", 128u8),
+        ("fd00:2::7", "fd00:1::5", 1, "icmp", 8),
+    ] {
+        let a = ExplainArgs::new(example(), ip(src), ip(dst), name);
+        let (meta, _notes) = mgmt::explain::packet_meta(&a).unwrap();
+        // An echo request's header bytes after the IP header: the parser ignores them.
+        let parsed = dataplane::packet::parse(&frame(ip(src), ip(dst), p, [ty, 0, 0, 0, 0, 1, 0, 1])).unwrap();
+        assert_eq!(meta, parsed, "{name} from {src}");
+        let d = policy.classify(&parsed);
+        assert!(!d.verdict.is_allow(), "the dataplane denies {name} from {src}: {d:?}");
+        let (rc, out) = run(&a);
+        assert_eq!(rc, EXIT_DENY, "{out}");
+        assert!(out.contains("no ICMP header"), "{out}");
+        assert!(!out.contains("ping"), "{out}");
+        // An ICMP type cannot be asked for: the dataplane would never see one.
+        let mut a = a;
+        a.icmp_type = Some(ty);
+        let (rc, out) = run(&a);
+        assert_eq!(rc, EXIT_INVALID, "{out}");
+        assert_eq!(out.lines().count(), 1, "{out}");
+        assert!(out.starts_with(&format!("explain: --icmp-type: protocol {name} in IPv")), "{out}");
+    }
+    // The matching family still reads the header and the ping rules apply.
+    for (src, dst, name) in [("10.2.0.7", "10.1.0.5", "icmp"), ("fd00:2::7", "fd00:1::5", "icmpv6")] {
+        let (rc, out) = run(&ExplainArgs::new(example(), ip(src), ip(dst), name));
+        assert_eq!(rc, EXIT_ALLOW, "{out}");
+        assert!(out.contains("rule `ping"), "{out}");
+    }
+}

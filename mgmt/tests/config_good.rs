@@ -304,3 +304,20 @@ fn check_prints_warnings_and_still_exits_0() {
     assert!(lines[1].starts_with(&format!("{file}: ok: 5 segments, 4 CIDRs (4 IPv4, 0 IPv6), 2 rules (1 allow, 1 deny), 1 warning")), "{out}");
     std::fs::remove_file(&path).unwrap();
 }
+
+/// Each sink type loads with every key that applies to it.
+#[test]
+fn every_sink_type_loads_with_its_keys() {
+    use mgmt::events::{Format, Target};
+    let text = std::fs::read_to_string(manifest("tests/broken/appliance_unknown_key.yaml")).unwrap().replace(
+        "  worker: [2]\n",
+        "  events:\n    sinks:\n      - { type: stdout, format: cef }\n      - { type: file, path: /tmp/e.jsonl, format: json }\n\
+         \x20     - { type: syslog, transport: tcp, address: \"[2001:db8::10]:514\", format: text, facility: auth }\n",
+    );
+    let cfg = Config::from_yaml_str("sinks.yaml", &text).unwrap();
+    let sinks = cfg.appliance.unwrap().events.sinks;
+    assert_eq!(sinks.len(), 3);
+    assert_eq!((&sinks[0].target, &sinks[0].format), (&Target::Stdout, &Format::Cef));
+    assert_eq!((&sinks[1].target, &sinks[1].format), (&Target::File("/tmp/e.jsonl".into()), &Format::Json));
+    assert_eq!(sinks[2].target, Target::SyslogTcp("[2001:db8::10]:514".parse().unwrap()));
+}

@@ -114,7 +114,7 @@ fn connections_are_stateful_in_both_directions() {
     let report = app.stop();
     let ct = report.lines().find(|l| l.starts_with("conntrack:")).expect("conntrack line");
     let field = |name: &str| -> u64 {
-        let words: Vec<&str> = ct.split(|c: char| c == ',' || c == ':').map(str::trim).collect();
+        let words: Vec<&str> = ct.split([',', ':']).map(str::trim).collect();
         words.iter().find(|w| w.ends_with(name)).and_then(|w| w.split_whitespace().next()).and_then(|v| v.parse().ok()).unwrap_or(0)
     };
     assert!(field("inserts") >= 3, "tcp, icmp and udp flows were tracked: {ct}");

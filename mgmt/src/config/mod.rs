@@ -179,27 +179,53 @@ impl Config {
     /// Reads, parses and validates the file at `path`. The file name in errors is
     /// `path` as given.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let bytes = Self::read_file(path)?;
+        Self::from_bytes(&path.display().to_string(), &bytes)
+    }
+
+    /// Reads the file at `path` as [`Config::load`] does, for those who need its bytes
+    /// too (the SHA-256 of a running policy is of the bytes loaded): a directory, or a
+    /// file over [`MAX_FILE_BYTES`] (by its size before reading, or by what a growing
+    /// file yields), is refused without reading more than the limit.
+    pub fn read_file(path: &Path) -> Result<Vec<u8>, ConfigError> {
+        use std::io::Read as _;
         let file = path.display().to_string();
         let whole = |m: String| ConfigError::new(&file, "", m);
-        let meta = std::fs::metadata(path).map_err(|e| whole(format!("cannot read: {e}")))?;
+        let too_large = |len: u64| {
+            whole(format!(
+                "file is {} MiB, larger than the {} MiB limit",
+                len.div_ceil(1024 * 1024),
+                MAX_FILE_BYTES / (1024 * 1024)
+            ))
+        };
+        let f = std::fs::File::open(path).map_err(|e| whole(format!("cannot read: {e}")))?;
+        let meta = f.metadata().map_err(|e| whole(format!("cannot read: {e}")))?;
         if meta.is_dir() {
             return Err(whole("is a directory, not a file".to_string()));
         }
         if meta.len() > MAX_FILE_BYTES {
-            return Err(whole(format!(
-                "file is {} MiB, larger than the {} MiB limit",
-                meta.len().div_ceil(1024 * 1024),
-                MAX_FILE_BYTES / (1024 * 1024)
-            )));
+            return Err(too_large(meta.len()));
         }
-        let bytes = std::fs::read(path).map_err(|e| whole(format!("cannot read: {e}")))?;
-        let text = String::from_utf8(bytes).map_err(|e| {
-            whole(format!(
-                "not a YAML text file: invalid UTF-8 at byte {}",
-                e.utf8_error().valid_up_to()
-            ))
+        let mut bytes = Vec::with_capacity(usize::try_from(meta.len()).unwrap_or(0));
+        f.take(MAX_FILE_BYTES + 1)
+            .read_to_end(&mut bytes)
+            .map_err(|e| whole(format!("cannot read: {e}")))?;
+        if bytes.len() as u64 > MAX_FILE_BYTES {
+            return Err(too_large(bytes.len() as u64));
+        }
+        Ok(bytes)
+    }
+
+    /// Parses and validates the bytes of a file (UTF-8 YAML); `file` names it in errors.
+    pub fn from_bytes(file: &str, bytes: &[u8]) -> Result<Config, ConfigError> {
+        let text = std::str::from_utf8(bytes).map_err(|e| {
+            ConfigError::new(
+                file,
+                "",
+                format!("not a YAML text file: invalid UTF-8 at byte {}", e.valid_up_to()),
+            )
         })?;
-        Self::from_yaml_str(&file, &text)
+        Self::from_yaml_str(file, text)
     }
 
     /// Parses and validates YAML text; `file` names it in errors.

@@ -62,13 +62,14 @@ pub(crate) fn validate(raw: RawFile) -> FieldResult<(PolicySpec, Option<Applianc
             match names.get(name.as_str()) {
                 Some(&id) => Unmatched::Segment(id),
                 None => {
+                    let choices = match name_list(&segments, false) {
+                        l if l.is_empty() => "drop; no segment is defined".to_string(),
+                        l => format!("drop or one of: {l}"),
+                    };
                     return Err(FieldError::new(
                         "unmatched",
-                        format!(
-                            "segment `{name}` is not defined (expected drop or one of: {})",
-                            name_list(&segments)
-                        ),
-                    ))
+                        format!("segment `{name}` is not defined (expected {choices})"),
+                    ));
                 }
             }
         }
@@ -195,7 +196,9 @@ fn identifier(s: &Scalar, path: &str, what: &str) -> FieldResult<String> {
     Ok(n)
 }
 
-fn name_list(segments: &[SegmentSpec]) -> String {
+/// The segment names an error offers (the first few); `any` first where it is valid
+/// (`from`, `to`), not where it is not (`unmatched`).
+fn name_list(segments: &[SegmentSpec], with_any: bool) -> String {
     const SHOWN: usize = 8;
     let mut names: Vec<&str> = segments
         .iter()
@@ -205,7 +208,7 @@ fn name_list(segments: &[SegmentSpec]) -> String {
     if segments.len() > SHOWN {
         names.push("...");
     }
-    let mut l = vec!["any"];
+    let mut l = if with_any { vec!["any"] } else { Vec::new() };
     l.extend(names);
     l.join(", ")
 }
@@ -511,7 +514,7 @@ fn segment_ref(
                 path,
                 format!(
                     "segment `{n}` is not defined (expected one of: {})",
-                    name_list(segments)
+                    name_list(segments, true)
                 ),
             )
         })
@@ -1046,6 +1049,20 @@ fn events(raw: Option<RawEvents>) -> FieldResult<EventsConfig> {
     for (i, r) in raw.sinks.unwrap_or_default().iter().enumerate() {
         let base = format!("appliance.events.sinks[{i}]");
         let kind = name_of(&r.kind, &format!("{base}.type"), "a sink type")?;
+        // Strict loading: a key another sink type takes is refused, not ignored.
+        let applies: &[&str] = match kind.as_str() {
+            "stdout" => &["type", "format"],
+            "file" => &["type", "path", "format"],
+            "syslog" => &["type", "address", "transport", "format", "facility"],
+            _ => &["type", "path", "address", "transport", "format", "facility"],
+        };
+        let given = [("path", &r.path), ("transport", &r.transport), ("address", &r.address), ("facility", &r.facility)];
+        if let Some((key, _)) = given.iter().find(|(k, v)| v.is_some() && !applies.contains(k)) {
+            return Err(FieldError::new(
+                format!("{base}.{key}"),
+                format!("`{key}` does not apply to a {kind} sink (its keys: {})", applies.join(", ")),
+            ));
+        }
         let word = |s: &Option<Scalar>, key: &str, default: &str| -> FieldResult<String> {
             match s {
                 None => Ok(default.to_string()),
@@ -1068,20 +1085,20 @@ fn events(raw: Option<RawEvents>) -> FieldResult<EventsConfig> {
                 (target, format)
             }
             "syslog" => {
-                let addr_s = r.address.as_ref().ok_or_else(|| FieldError::new(format!("{base}.address"), "a syslog sink needs `address` (e.g. 127.0.0.1:514)"))?;
+                let addr_s = r.address.as_ref().ok_or_else(|| FieldError::new(format!("{base}.address"), "a syslog sink needs `address`, an IP:PORT (e.g. 127.0.0.1:514)"))?;
                 let a = name_of(addr_s, &format!("{base}.address"), "an address")?;
-                let addr: std::net::SocketAddr = a.parse().map_err(|_| FieldError::new(format!("{base}.address"), format!("`{a}` is not an address:port")))?;
+                let addr: std::net::SocketAddr = a.parse().map_err(|_| FieldError::new(format!("{base}.address"), format!("`{a}` is not an IP:PORT address such as 192.0.2.10:514 or [2001:db8::10]:514 (host names are not resolved)")))?;
                 let target = match word(&r.transport, "transport", "udp")?.as_str() {
                     "udp" => Target::SyslogUdp(addr),
                     "tcp" => Target::SyslogTcp(addr),
                     other => return Err(FieldError::new(format!("{base}.transport"), format!("unknown transport `{other}` (expected udp or tcp)"))),
                 };
-                let mut opts = SyslogOptions::default();
-                opts.message = match word(&r.format, "format", "cef")?.as_str() {
+                let message = match word(&r.format, "format", "cef")?.as_str() {
                     "cef" => SyslogMessage::Cef,
                     "text" => SyslogMessage::Text,
                     other => return Err(FieldError::new(format!("{base}.format"), format!("unknown syslog message format `{other}` (expected cef or text)"))),
                 };
+                let mut opts = SyslogOptions { message, ..SyslogOptions::default() };
                 if let Some(f) = &r.facility {
                     let f = name_of(f, &format!("{base}.facility"), "a facility")?;
                     opts.facility = Facility::from_name(&f).map_err(|e| FieldError::new(format!("{base}.facility"), e))?;

@@ -19,6 +19,8 @@ fn event() -> Event {
         dst_ip: IpAddr::V4(Ipv4Addr::new(10, 2, 0, 7)),
         src_port: 40000,
         dst_port: 8080,
+        icmp_type: None,
+        icmp_code: None,
         protocol: 6,
         vlan: Some(100),
         rule: Some("web-to-api".into()),
@@ -57,7 +59,7 @@ fn json_golden() {
         format!(
             "{{\"time\":\"2023-11-14T22:13:20.123Z\",\"policy_version\":3,\"policy_sha256\":\"{}\",\
              \"src_segment\":\"web\",\"dst_segment\":\"api\",\"src_ip\":\"10.1.0.5\",\"dst_ip\":\"10.2.0.7\",\
-             \"src_port\":40000,\"dst_port\":8080,\"protocol\":6,\"protocol_name\":\"tcp\",\"vlan\":100,\
+             \"src_port\":40000,\"dst_port\":8080,\"icmp_type\":null,\"icmp_code\":null,\"protocol\":6,\"protocol_name\":\"tcp\",\"vlan\":100,\
              \"rule\":\"web-to-api\",\"verdict\":\"deny\",\"reason\":\"policy_deny\",\"packets\":3,\"bytes\":180,\
              \"first_seen\":\"2023-11-14T22:13:19.500Z\",\"last_seen\":\"2023-11-14T22:13:20.000Z\"}}",
             "ab".repeat(32)
@@ -118,6 +120,30 @@ fn syslog_golden_and_escaping() {
     assert_eq!(sd_escape("a\"b\\c]d"), "a\\\"b\\\\c\\]d");
 }
 
+/// An ICMP echo request: ports 0, type and code as fields of their own in every format.
+fn icmp_event() -> Event {
+    Event { src_port: 0, dst_port: 0, icmp_type: Some(8), icmp_code: Some(0), protocol: 1, ..event() }
+}
+
+#[test]
+fn icmp_type_and_code_are_not_exported_as_ports() {
+    let v: serde_json::Value = serde_json::from_str(&icmp_event().to_json()).expect("valid JSON");
+    assert_eq!((&v["src_port"], &v["dst_port"]), (&0.into(), &0.into()));
+    assert_eq!((&v["icmp_type"], &v["icmp_code"]), (&8.into(), &0.into()));
+
+    let cef = icmp_event().to_cef("0.1.0");
+    assert!(cef.contains(" dst=10.2.0.7 proto=ICMP act=deny "), "no spt/dpt: {cef}");
+    assert!(!cef.contains("spt=") && !cef.contains("dpt="), "{cef}");
+    assert!(cef.ends_with(" cn2Label=vlan cn2=100 cn3Label=icmpType cn3=8 cn4Label=icmpCode cn4=0"), "{cef}");
+    assert!(!event().to_cef("0.1.0").contains("cn3"), "TCP has no ICMP fields");
+
+    let line = icmp_event().to_syslog(&opts());
+    assert!(line.contains(" dst=\"10.2.0.7\" icmp_type=\"8\" icmp_code=\"0\" proto=\"icmp\" "), "{line}");
+    assert!(!line.contains("spt=") && !line.contains("dpt="), "{line}");
+    let text = icmp_event().to_syslog(&SyslogOptions { message: SyslogMessage::Text, ..opts() });
+    assert!(text.contains("] deny icmp 10.1.0.5 -> 10.2.0.7 type 8 code 0 vlan 100 segments web -> api "), "{text}");
+}
+
 #[test]
 fn facilities() {
     assert_eq!(Facility::from_name("LOCAL7").map(Facility::code), Ok(23));
@@ -149,6 +175,46 @@ fn aggregates_per_flow_and_window() {
     assert_eq!((events[1].src_port, events[2].src_port), (3, 2));
     assert_eq!(agg.stats(), AggregatorStats { observed: 5, emitted: 3, suppressed: 0, table_full: 0 });
     assert!(agg.poll(t0 + Duration::from_millis(1500)).is_empty(), "a new window started");
+}
+
+/// Two ICMP types between the same addresses are two flows (they were told apart by the
+/// ports they were exported as; the ports are now 0).
+#[test]
+fn icmp_types_keep_flows_apart() {
+    let t0 = Instant::now();
+    let mut agg = Aggregator::new(AggregatorConfig::default(), t0);
+    agg.record(icmp_event());
+    agg.record(Event { icmp_type: Some(13), ..icmp_event() });
+    agg.record(Event { icmp_code: Some(1), ..icmp_event() });
+    agg.record(icmp_event());
+    let mut got: Vec<_> = agg.poll(t0 + Duration::from_secs(1)).iter().map(|e| (e.icmp_type, e.icmp_code, e.packets)).collect();
+    got.sort();
+    assert_eq!(got, [(Some(8), Some(0), 6), (Some(8), Some(1), 3), (Some(13), Some(0), 3)]);
+}
+
+/// The same 5-tuple on two VLANs is two flows in two segment pairs (two tenants): two
+/// events, neither one's counts in the other.
+#[test]
+fn vlans_and_segments_keep_flows_apart() {
+    let t0 = Instant::now();
+    let mut agg = Aggregator::new(AggregatorConfig::default(), t0);
+    let tenant = |vlan: u16, seg: &str, packets: u64| Event {
+        vlan: Some(vlan),
+        src_segment: format!("{seg}-web"),
+        dst_segment: format!("{seg}-db"),
+        ..obs(1, EventVerdict::Deny, packets, 10)
+    };
+    agg.record(tenant(10, "tenantA", 1));
+    agg.record(tenant(20, "tenantB", 2));
+    agg.record(tenant(10, "tenantA", 4));
+    let mut events = agg.poll(t0 + Duration::from_secs(1));
+    events.sort_by_key(|e| e.vlan);
+    let got: Vec<_> = events.iter().map(|e| (e.vlan, e.src_segment.as_str(), e.dst_segment.as_str(), e.packets)).collect();
+    assert_eq!(got, [(Some(10), "tenantA-web", "tenantA-db", 5), (Some(20), "tenantB-web", "tenantB-db", 2)]);
+    // Segments alone (a reload moved the prefixes) also keep them apart.
+    agg.record(tenant(10, "tenantA", 1));
+    agg.record(Event { dst_segment: "other".into(), ..tenant(10, "tenantA", 1) });
+    assert_eq!(agg.poll(t0 + Duration::from_secs(2)).len(), 2);
 }
 
 #[test]
