@@ -211,8 +211,9 @@ pub struct WorkerCounters {
     pub events_sent: Counter,
     /// Security events lost because the channel to the management thread was full.
     pub events_dropped: Counter,
-    /// ICMP errors handed to the next worker because this worker tracks no flow they
-    /// quote (see `worker::Handoff`).
+    /// ICMP errors this worker handed to the next worker because it tracks no flow they
+    /// quote (see `worker::Handoff`); an error that goes round several workers is counted
+    /// by each that hands it on.
     pub handed_off: Counter,
 }
 
@@ -267,7 +268,8 @@ pub struct ConntrackCounters {
     pub entries: Counter,
     /// Flows inserted.
     pub inserts: Counter,
-    /// Flows removed because they timed out (lazily on lookup or by the sweep).
+    /// Flows removed because they timed out (lazily on lookup or by the sweep), or
+    /// because, closed, they gave way to a new flow on their tuple.
     pub expiries: Counter,
     /// Embryonic flows evicted to make room for a new one.
     pub evictions: Counter,

@@ -428,7 +428,8 @@ impl Worker {
                 );
             }
         }
-        let strays = self.serve_strays(active, now_s);
+        // Not counted as busy: the cycles per packet are those of received packets.
+        self.serve_strays(active, now_s);
         if let Some(ct) = self.conntrack.as_mut() {
             ct.expire(now_s, CT_SWEEP_BUDGET);
         }
@@ -436,7 +437,7 @@ impl Worker {
             self.flush_all();
             self.last_drain_tsc = now;
         }
-        if received > 0 || strays > 0 {
+        if received > 0 {
             self.counters.busy_polls.inc();
             self.counters.busy_cycles.add(dpdk::tsc().wrapping_sub(now));
         }
@@ -445,11 +446,15 @@ impl Worker {
 
     /// Looks for the flows of the ICMP errors other workers handed over (at most a
     /// burst a round): forwards those it relates, hands the others on or drops them once
-    /// every worker has looked. Returns how many it took.
-    fn serve_strays(&mut self, active: Option<&ActivePolicy>, now_s: u32) -> usize {
+    /// every worker has looked.
+    fn serve_strays(&mut self, active: Option<&ActivePolicy>, now_s: u32) {
         let (Some(handoff), Some(ct), Some(active)) = (self.handoff.as_ref(), self.conntrack.as_mut(), active) else {
-            return 0;
+            return;
         };
+        // Empty, the common case: two loads (a receive on an empty queue would cost a fence).
+        if handoff.inbox.is_empty() {
+            return;
+        }
         let counters = &*self.counters;
         let mut served = 0;
         while served < BURST_SIZE {
@@ -468,13 +473,12 @@ impl Worker {
                     }
                     let _ = state.pending.try_push(stray.mbuf);
                 }
-                // Others have not looked yet (it has been to `hops` workers, this one included).
+                // Others have not looked yet (with this one, `hops + 1` workers have).
                 (None, _) if stray.hops + 1 < handoff.workers => handoff.pass(stray, counters),
                 // Every worker looked: nobody tracks the flow it quotes.
                 _ => counters.drop(DropReason::CtInvalid),
             }
         }
-        served
     }
 
     /// Sends every pending burst now.

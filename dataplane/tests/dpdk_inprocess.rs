@@ -15,7 +15,7 @@ use dataplane::dpdk::{self, Eal, Mbuf, MbufBurst, Mempool, Port, PortSetup, Virt
 use dataplane::policy::{
     Action, Mode, NonIpSpec, Policy, PolicySpec, PortRange, ProtocolMatch, RuleSpec, SegmentMatch, SegmentSpec, Unmatched,
 };
-use dataplane::worker::{ActivePolicy, Path, SharedPolicy, Worker};
+use dataplane::worker::{drain_strays, ActivePolicy, Handoff, Path, SharedPolicy, Worker};
 
 fn eal() -> &'static Mutex<Eal> {
     static EAL: OnceLock<Mutex<Eal>> = OnceLock::new();
@@ -108,12 +108,23 @@ impl Bed {
         stop: Arc<AtomicBool>,
         conntrack: Option<Conntrack>,
     ) -> (Worker, Arc<WorkerCounters>) {
+        self.worker_number(0, policy, stop, conntrack)
+    }
+
+    /// Worker number `index` (its slot in the policy's counters) on this bed.
+    fn worker_number(
+        &self,
+        index: usize,
+        policy: Arc<SharedPolicy>,
+        stop: Arc<AtomicBool>,
+        conntrack: Option<Conntrack>,
+    ) -> (Worker, Arc<WorkerCounters>) {
         let counters = Arc::new(WorkerCounters::new(2));
         let paths = vec![
             Path { rx: self.west.a.rx_queue(0).unwrap(), tx: self.east.a.tx_queue(0).unwrap(), rx_port: 0, tx_port: 1 },
             Path { rx: self.east.a.rx_queue(0).unwrap(), tx: self.west.a.tx_queue(0).unwrap(), rx_port: 1, tx_port: 0 },
         ];
-        (Worker::new(0, paths, policy, counters.clone(), stop, conntrack), counters)
+        (Worker::new(index, paths, policy, counters.clone(), stop, conntrack), counters)
     }
 }
 
@@ -456,6 +467,80 @@ fn conntrack_passes_replies_and_first_fragment_decides() {
     assert_eq!(counters.drops[DropReason::FragmentNoFlow as usize].get(), 1, "a later fragment with no first");
     assert!(ct_counters.inserts.get() >= 3 && ct_counters.hits.get() >= 1);
     assert_eq!(bed.pool.available(), start);
+}
+
+/// An ICMP port unreachable from `from` to `to` quoting `datagram` (an IPv4 frame):
+/// its IP header and first 8 bytes of payload.
+fn port_unreachable(from: [u8; 4], to: [u8; 4], datagram: &[u8]) -> Vec<u8> {
+    let quote = &datagram[14..14 + 28];
+    l4_frame(from, to, 1, &[&[3, 3, 0, 0, 0, 0, 0, 0][..], quote].concat(), 0)
+}
+
+#[test]
+fn icmp_errors_go_round_the_workers_to_the_one_with_the_flow() {
+    // Three stateful workers in one hand-off ring. Each has its own pair of cables here
+    // (a hand-off names the port by its index, which all workers share, as on a NIC
+    // whose queues they split), and the test polls them in turn.
+    let beds = [Bed::new(1024), Bed::new(1024), Bed::new(1024)];
+    let starts: Vec<u32> = beds.iter().map(|b| b.pool.available()).collect();
+    let policy = Arc::new(SharedPolicy::new());
+    policy.publish(Arc::new(ActivePolicy::new(segmented_policy(), 3)));
+    let (ring, queues) = Handoff::ring(3);
+    let mut workers = Vec::new();
+    let mut tracked = Vec::new();
+    for (i, (bed, handoff)) in beds.iter().zip(ring).enumerate() {
+        let ct_counters = Arc::new(ConntrackCounters::default());
+        let ct = Conntrack::new(conntrack::Config { capacity: 64, seed: Some(i as u64), ..Default::default() }, ct_counters.clone());
+        let (w, c) = bed.worker_number(i, policy.clone(), Arc::new(AtomicBool::new(false)), Some(ct));
+        workers.push((w.with_handoff(handoff), c));
+        tracked.push(ct_counters);
+    }
+    let round = |workers: &mut Vec<(Worker, Arc<WorkerCounters>)>| {
+        for (w, _) in workers.iter_mut() {
+            w.poll_once();
+            w.flush_all();
+        }
+    };
+    let (web, api) = ([10, 1, 0, 5], [10, 2, 0, 7]);
+
+    // Worker 2 sees web's request to a closed port: the flow is its alone.
+    let request = udp4(web, api, 4000, 53, 10);
+    inject(&beds[2].west.b, &beds[2].pool, std::slice::from_ref(&request));
+    round(&mut workers);
+    assert_eq!(collect(&beds[2].east.b), vec![request.clone()]);
+
+    // The port unreachable comes back to worker 0 (no ports to hash by): 0 and 1 hand
+    // it on, 2 finds the flow and sends it west. The policy alone would deny api -> web.
+    let error = port_unreachable(api, web, &request);
+    inject(&beds[0].east.b, &beds[0].pool, std::slice::from_ref(&error));
+    for _ in 0..3 {
+        round(&mut workers);
+    }
+    assert_eq!(collect(&beds[2].west.b), vec![error], "forwarded by the worker with the flow");
+    assert!(collect(&beds[0].west.b).is_empty() && collect(&beds[1].west.b).is_empty());
+    let handed = |workers: &Vec<(Worker, Arc<WorkerCounters>)>| workers.iter().map(|(_, c)| c.handed_off.get()).collect::<Vec<_>>();
+    assert_eq!(handed(&workers), vec![1, 1, 0]);
+    assert_eq!(tracked.iter().map(|c| c.related.get()).collect::<Vec<_>>(), vec![0, 0, 1]);
+    assert!(workers.iter().all(|(_, c)| c.total_drops() == 0));
+
+    // An error quoting a flow nobody tracks goes round once (1 -> 2 -> 0) and is dropped
+    // by the last worker to look.
+    let nobody = port_unreachable(api, web, &udp4(web, api, 4999, 53, 10));
+    inject(&beds[1].east.b, &beds[1].pool, &[nobody]);
+    for _ in 0..4 {
+        round(&mut workers);
+    }
+    assert_eq!(handed(&workers), vec![1, 2, 1]);
+    let invalid: Vec<u64> = workers.iter().map(|(_, c)| c.drops[DropReason::CtInvalid as usize].get()).collect();
+    assert_eq!(invalid, vec![1, 0, 0]);
+    assert!(beds.iter().all(|b| collect(&b.west.b).is_empty()));
+
+    // Nothing left on the way, nothing lost.
+    assert_eq!(drain_strays(&queues), 0);
+    drop(workers);
+    for (bed, start) in beds.iter().zip(starts) {
+        assert_eq!(bed.pool.available(), start);
+    }
 }
 
 /// web -> api UDP, allowed on the given destination ports, everything else denied.

@@ -16,7 +16,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime};
 
 use crossbeam_channel::{bounded, Receiver};
-use dataplane::conntrack::Conntrack;
+use dataplane::conntrack::{Conntrack, TcpMode};
 use dataplane::counters::{ConntrackCounters, WorkerCounters};
 use dataplane::dpdk::{self, Eal, Mempool, Port, PortSetup};
 use dataplane::packet::L4;
@@ -258,8 +258,9 @@ fn run_with_eal(eal: &Eal, start: Start, options: &RunOptions) -> Result<Snapsho
     let (event_tx, event_rx) = bounded::<FlowEvent>(EVENT_CHANNEL_CAPACITY);
     // With several stateful workers, ICMP errors a worker cannot relate go round the
     // others (their flow may be on another worker).
+    // (Loose mode judges such errors by the policy instead.)
     let (handoffs, stray_queues) = match appliance.conntrack {
-        Some(_) if workers > 1 => Handoff::ring(workers),
+        Some(ct) if workers > 1 && ct.tcp_mode == TcpMode::Strict => Handoff::ring(workers),
         _ => (Vec::new(), Vec::new()),
     };
     let mut handoffs = handoffs.into_iter();

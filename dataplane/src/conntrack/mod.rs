@@ -53,6 +53,7 @@
 //!    it answers), and a SYN from the responder is classified as a new flow once the
 //!    flow is closed (TIME-WAIT, CLOSE; the old flow gives way), passes during the
 //!    handshake (simultaneous open) and is [`DropReason::CtInvalid`] once established.
+//!    A TCP packet with SYN and FIN or RST is [`DropReason::CtInvalid`] on any flow.
 //!    If the flow was admitted by another policy version and
 //!    [`PolicyChange::Recheck`] is configured, the flow's *original direction* is
 //!    classified again first (a reply is turned around, an echo reply becomes a
@@ -213,8 +214,9 @@ pub enum Kind {
     Untracked,
     /// A packet that may start a flow, denied by the classifier (nothing tracked).
     Classified,
-    /// An ICMP error that quotes no flow of this table (strict mode): dropped as
-    /// `ct_invalid`, unless the caller asks the other workers' tables
+    /// An ICMP error that quotes a datagram that could be a flow, but no flow of this
+    /// table (strict mode): dropped as `ct_invalid`, unless the caller asks the other
+    /// workers' tables
     /// ([`Conntrack::relate`]): with several workers, an error can reach another worker
     /// than the flow it quotes (it has no ports of its own to hash by).
     Unrelated,
@@ -503,13 +505,21 @@ impl Conntrack {
                     return Some(untracked(classify(&as_sent)));
                 }
             }
-            // A SYN from the responder opens a connection the other way: only a closed
-            // flow gives way to it (classified as new by the caller); during the
-            // handshake it is a simultaneous open (or its retransmission); anywhere else
-            // it is no valid part of this connection.
-            ProtoClass::Tcp if direction == Direction::Reply && meta.tcp_flags & (tcp_flags::SYN | tcp_flags::ACK | tcp_flags::RST) == tcp_flags::SYN => {
+            // SYN with FIN or RST is no valid TCP in any state (as for Linux conntrack);
+            // passed on a flow it would reach hosts that read it their own way.
+            ProtoClass::Tcp
+                if meta.tcp_flags & tcp_flags::SYN != 0 && meta.tcp_flags & (tcp_flags::FIN | tcp_flags::RST) != 0 =>
+            {
+                return Some(Outcome::drop(DropReason::CtInvalid, None, false));
+            }
+            // A SYN from the responder (one that could open a flow: no ACK, RST or FIN)
+            // opens a connection the other way: only a closed flow gives way to it
+            // (classified as new by the caller); during the handshake, or before a flow
+            // picked up mid-stream was answered, it is a simultaneous open or a
+            // retransmission; anywhere else it is no valid part of this connection.
+            ProtoClass::Tcp if direction == Direction::Reply && tcp_initial(meta.tcp_flags, false).is_some() => {
                 match flow.state {
-                    State::SynSent | State::SynRecv => {}
+                    State::SynSent | State::SynRecv | State::Unreplied => {}
                     State::TimeWait | State::Close => {
                         self.table.remove(i);
                         self.counters.expiries.inc();
@@ -575,7 +585,11 @@ impl Conntrack {
         loose: bool,
         classify: &mut impl FnMut(&PacketMeta) -> Decision,
     ) -> Outcome {
-        match self.quoted_flow(frame, meta, tags, policy_version, now) {
+        let Some(quoted) = self.quoted_key(frame, meta, tags) else {
+            // Nothing any flow table could hold: no worker needs to look.
+            return if loose { untracked(classify(meta)) } else { Outcome::drop(DropReason::CtInvalid, None, false) };
+        };
+        match self.flow_decision(&quoted, policy_version, now) {
             Some(d) => {
                 self.counters.related.inc();
                 Outcome {
@@ -590,11 +604,10 @@ impl Conntrack {
         }
     }
 
-    /// The cached decision of the live flow an ICMP error quotes. The quoted datagram
-    /// must have been sent by the error's destination; under [`PolicyChange::Recheck`]
-    /// a flow admitted by another policy version vouches for nothing until its own next
-    /// packet re-checks it.
-    fn quoted_flow(&self, frame: &[u8], meta: &PacketMeta, tags: u32, policy_version: u64, now: u32) -> Option<Decision> {
+    /// The flow key of the datagram an ICMP error quotes, if it could be a tracked flow:
+    /// the quote parses, was sent by the error's destination, and is not itself an ICMP
+    /// message other than echo.
+    fn quoted_key(&self, frame: &[u8], meta: &PacketMeta, tags: u32) -> Option<Key> {
         let q = icmp::error_quote(frame, meta)?;
         if Some(q.src) != meta.addrs.map(|(_, d)| d) {
             return None;
@@ -605,8 +618,14 @@ impl Conntrack {
             L4::Icmp { .. } => return None,
             L4::None => (0, 0),
         };
-        let (k, _) = key::make(key::words(q.src), sp, key::words(q.dst), dp, q.proto, tags);
-        let i = self.table.find(&k, self.hasher.key(&k))?;
+        Some(key::make(key::words(q.src), sp, key::words(q.dst), dp, q.proto, tags).0)
+    }
+
+    /// The cached decision of the live flow with key `k`. Under [`PolicyChange::Recheck`]
+    /// a flow admitted by another policy version vouches for nothing (here: for an ICMP
+    /// error) until its own next packet re-checks it.
+    fn flow_decision(&self, k: &Key, policy_version: u64, now: u32) -> Option<Decision> {
+        let i = self.table.find(k, self.hasher.key(k))?;
         let recheck = self.cfg.on_policy_change == PolicyChange::Recheck;
         self.table
             .get(i)
@@ -625,7 +644,8 @@ impl Conntrack {
             return None;
         }
         let tags = key::tags(meta.outer_vlan, meta.inner_vlan, src.is_ipv6());
-        let d = self.quoted_flow(frame, meta, tags, policy_version, now)?;
+        let k = self.quoted_key(frame, meta, tags)?;
+        let d = self.flow_decision(&k, policy_version, now)?;
         self.counters.related.inc();
         Some(d)
     }

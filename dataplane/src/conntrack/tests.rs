@@ -393,6 +393,11 @@ fn a_syn_from_the_responder_is_not_passed_on_the_flow() {
         run(&mut c, &m, 1);
     }
     assert_eq!(c.flow(&tcp(a, 40000, b, 80, 0), 1).unwrap().state, State::TimeWait);
+    // SYN with FIN or RST: invalid on any flow, and tears nothing down.
+    for (m, state) in [(tcp(b, 80, a, 40000, SYN | FIN), State::TimeWait), (tcp(a, 40000, b, 80, SYN | RST), State::TimeWait)] {
+        assert_eq!(dropped(&run(&mut c, &m, 1)), Some(DropReason::CtInvalid));
+        assert_eq!(c.flow(&tcp(a, 40000, b, 80, 0), 1).unwrap().state, state);
+    }
     // Closed: the responder's SYN is a new flow the other way, and the policy denies it.
     let o = run(&mut c, &tcp(b, 80, a, 40000, SYN), 2);
     assert_eq!((o.kind, dropped(&o)), (Kind::Classified, Some(DropReason::PolicyDeny)));
@@ -406,6 +411,12 @@ fn a_syn_from_the_responder_is_not_passed_on_the_flow() {
     run(&mut c, &tcp(a, 900, b, 80, SYN), 5);
     let o = run(&mut c, &tcp(b, 80, a, 900, SYN), 5);
     assert_eq!(o.kind, Kind::Tracked { direction: Direction::Reply, state: State::SynRecv });
+    // Loose mode picks a flow up from its SYN-ACK (the server is then its originator):
+    // the client's retransmitted SYN still passes.
+    let mut l = ct(Config { tcp_mode: TcpMode::Loose, ..cfg(10) });
+    assert_eq!(run(&mut l, &tcp(b, 80, a, 600, SA), 0).kind, Kind::New);
+    let o = run(&mut l, &tcp(a, 600, b, 80, SYN), 0);
+    assert_eq!(o.kind, Kind::Tracked { direction: Direction::Reply, state: State::Unreplied });
     let counters = c.counters();
     assert_eq!(counters.inserts.get() - counters.expiries.get() - counters.evictions.get(), c.len() as u64);
 }
@@ -611,9 +622,12 @@ proptest! {
             let L4::Ports { src: sp, dst: dp } = m.l4 else { unreachable!() };
             let fwd = (src, sp, dst, dp, m.proto);
             let rev = (dst, dp, src, sp, m.proto);
+            let before = c.flow(&m, 0);
             let o = run(&mut c, &m, 0);
             // A SYN from the responder of a closed flow replaces it, allowed or not.
-            if matches!(o.kind, Kind::New | Kind::Classified) && m.proto == proto::TCP {
+            if matches!(o.kind, Kind::New | Kind::Classified)
+                && before.is_some_and(|f| matches!(f.state, State::TimeWait | State::Close))
+            {
                 admitted.remove(&rev);
             }
             match o.kind {
@@ -762,6 +776,11 @@ fn another_tables_flow_relates_an_unrelated_error() {
     // Loose mode judges an unrelated error by the policy instead.
     let mut loose = ct(Config { tcp_mode: TcpMode::Loose, ..cfg(10) });
     assert_eq!(loose.process(&frame, &meta, 1, 1, |_| deny()).kind, Kind::Untracked);
+    // An error that quotes what no table could hold (sent by another host than the
+    // error's destination) is dropped here: nobody else needs to look.
+    let forged = icmp_error(false, 3, a.into(), b.into(), ipv4_hdr(proto::UDP, a, b, 8, 0, 7), ports8(1234, 53));
+    let o = w0.process(&forged, &packet::parse(&forged).unwrap(), 1, 1, |_| panic!("classified"));
+    assert_eq!((o.kind, dropped(&o)), (Kind::Dropped, Some(DropReason::CtInvalid)));
 }
 
 #[test]
