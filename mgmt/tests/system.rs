@@ -378,18 +378,22 @@ fn broken_configs_sent_as_reloads_leave_the_running_policy_and_traffic() {
     app.stop();
 }
 
-#[test]
-fn two_workers_share_the_flows_and_keep_both_directions_together() {
-    let _serial = serial();
-    let tb = Testbed::up("testbed.sh", "bt");
-    // Two queue pairs per af_packet port (the kernel spreads flows by a symmetric hash),
-    // a worker on each core; the management thread then shares a core.
-    let config = demo_with(&[
+/// The demo with two queue pairs per af_packet port (the kernel spreads flows by a
+/// symmetric hash) and a worker on each core; the management thread then shares a core.
+fn demo_on_two_workers() -> String {
+    demo_with(&[
         ("\"net_af_packet0,iface=west\"", "\"net_af_packet0,iface=west,qpairs=2\""),
         ("\"net_af_packet1,iface=east\"", "\"net_af_packet1,iface=east,qpairs=2\""),
         ("  workers: [1]", "  workers: [0, 1]"),
         ("  management_core: 0", "  # management_core: not pinned"),
-    ]);
+    ])
+}
+
+#[test]
+fn two_workers_share_the_flows_and_keep_both_directions_together() {
+    let _serial = serial();
+    let tb = Testbed::up("testbed.sh", "bt");
+    let config = demo_on_two_workers();
     let app = Appliance::start(&tb, "app", &config);
     // Stateful TCP needs both directions of each connection on the worker that saw its
     // SYN: every one of these connections only completes if the spreading is symmetric.
@@ -412,12 +416,7 @@ fn two_workers_share_the_flows_and_keep_both_directions_together() {
 fn icmp_errors_reach_the_flow_they_quote_through_two_workers() {
     let _serial = serial();
     let tb = Testbed::up("testbed.sh", "bt");
-    let config = demo_with(&[
-        ("\"net_af_packet0,iface=west\"", "\"net_af_packet0,iface=west,qpairs=2\""),
-        ("\"net_af_packet1,iface=east\"", "\"net_af_packet1,iface=east,qpairs=2\""),
-        ("  workers: [1]", "  workers: [0, 1]"),
-        ("  management_core: 0", "  # management_core: not pinned"),
-    ]);
+    let config = demo_on_two_workers();
     let app = Appliance::start(&tb, "app", &config);
     // web -> api:53/udp is allowed and nothing listens there: api's kernel answers each
     // datagram with a port unreachable. The kernel's fanout spreads the 16 flows over
