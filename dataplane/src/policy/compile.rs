@@ -10,8 +10,9 @@ use super::rules::RuleIndex;
 use super::spec::{Mode, PolicySpec, SegmentId, Unmatched};
 use super::{CompileError, Policy};
 
-/// Most segments: every [`SegmentId`] value.
-pub(super) const MAX_SEGMENTS: usize = 1 << 16;
+/// Most segments: every [`SegmentId`] value below [`crate::counters::NO_SEGMENT`] (the
+/// per-pair counters keep two values for "no segment" and "free slot").
+pub(super) const MAX_SEGMENTS: usize = crate::counters::NO_SEGMENT as usize;
 /// Most rules (rule ids and list offsets are `u32`; `u32::MAX` means "no rule").
 pub(super) const MAX_RULES: usize = 1 << 24;
 /// VLAN ids are 12 bits.
