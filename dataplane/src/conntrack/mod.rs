@@ -97,7 +97,7 @@
 use std::net::IpAddr;
 use std::sync::Arc;
 
-use crate::counters::{ConntrackCounters, DropReason};
+use crate::counters::{ConntrackCounters, Counter, DropReason};
 use crate::packet::{icmp, proto, tcp_flags, Fragment, PacketMeta, L4};
 use crate::policy::{Decision, Mode, Verdict, Why};
 
@@ -484,9 +484,7 @@ impl Conntrack {
     ) -> Option<Outcome> {
         let flow = *self.table.get(i)?;
         if now >= flow.expires {
-            self.table.remove(i);
-            self.counters.expiries.inc();
-            self.counters.entries.set(self.table.len() as u64);
+            self.remove_flow(i, |c| &c.expiries);
             return None;
         }
         let direction = if t.src_is_lo == (flow.flags & ORIG_IS_LO != 0) {
@@ -521,9 +519,7 @@ impl Conntrack {
                 match flow.state {
                     State::SynSent | State::SynRecv | State::Unreplied => {}
                     State::TimeWait | State::Close => {
-                        self.table.remove(i);
-                        self.counters.expiries.inc();
-                        self.counters.entries.set(self.table.len() as u64);
+                        self.remove_flow(i, |c| &c.expiries);
                         return None;
                     }
                     _ => return Some(Outcome::drop(DropReason::CtInvalid, None, false)),
@@ -535,9 +531,7 @@ impl Conntrack {
         if self.cfg.on_policy_change == PolicyChange::Recheck && flow.version != policy_version as u32 {
             let d = classify(&original_meta(meta, direction));
             if !d.verdict.is_allow() {
-                self.table.remove(i);
-                self.counters.revoked.inc();
-                self.counters.entries.set(self.table.len() as u64);
+                self.remove_flow(i, |c| &c.revoked);
                 return Some(Outcome::drop(DropReason::CtRevoked, Some(d), true));
             }
             self.counters.rechecked.inc();
@@ -571,6 +565,15 @@ impl Conntrack {
             decision: Some(fresh.unwrap_or(cached)),
             fresh: fresh.is_some(),
         })
+    }
+
+    /// Removes the flow in slot `i`, counting it in `why` (expiries, evictions, ...) and
+    /// keeping `entries` current.
+    #[inline]
+    fn remove_flow(&mut self, i: usize, why: impl Fn(&ConntrackCounters) -> &Counter) {
+        self.table.remove(i);
+        why(&self.counters).inc();
+        self.counters.entries.set(self.table.len() as u64);
     }
 
     /// An ICMP error: related to a tracked flow, or not.
@@ -667,16 +670,12 @@ impl Conntrack {
             }
         }
         if let Some(i) = expired {
-            self.table.remove(i);
-            self.counters.expiries.inc();
-            self.counters.entries.set(self.table.len() as u64);
+            self.remove_flow(i, |c| &c.expiries);
             return true;
         }
         match victim {
             Some((i, _)) if self.cfg.on_full == FullPolicy::EvictEmbryonic => {
-                self.table.remove(i);
-                self.counters.evictions.inc();
-                self.counters.entries.set(self.table.len() as u64);
+                self.remove_flow(i, |c| &c.evictions);
                 true
             }
             _ => false,

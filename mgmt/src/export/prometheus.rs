@@ -12,7 +12,7 @@ use std::fmt::Write as _;
 use dataplane::counters::DropReason;
 
 use crate::events::{AggregatorStats, SinkStats};
-use crate::stats::Snapshot;
+use crate::stats::{Snapshot, WorkerSnapshot};
 
 /// The `Content-Type` of this format.
 pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
@@ -164,21 +164,27 @@ pub fn render(snapshot: &Snapshot, extra: &Extra) -> String {
     }
 
     // Workers.
-    o.family("bulkhead_worker_polls_total", "counter", "Poll rounds of the worker.");
-    for (i, w) in snapshot.workers.iter().enumerate() {
-        o.sample("bulkhead_worker_polls_total", &[("worker", &i.to_string())], w.polls);
-    }
-    o.family("bulkhead_worker_busy_polls_total", "counter", "Poll rounds of the worker that received packets.");
-    for (i, w) in snapshot.workers.iter().enumerate() {
-        o.sample("bulkhead_worker_busy_polls_total", &[("worker", &i.to_string())], w.busy_polls);
-    }
-    o.family(
-        "bulkhead_worker_busy_cycles_total",
-        "counter",
-        "Timestamp-counter cycles the worker spent in poll rounds that received packets (divided by its received packets: cycles per packet).",
-    );
-    for (i, w) in snapshot.workers.iter().enumerate() {
-        o.sample("bulkhead_worker_busy_cycles_total", &[("worker", &i.to_string())], w.busy_cycles);
+    // Per-worker counters: name, help, and how to read it from a worker's snapshot.
+    type Read = fn(&WorkerSnapshot) -> u64;
+    let per_worker: [(&str, &str, Read); 4] = [
+        ("bulkhead_worker_polls_total", "Poll rounds of the worker.", |w| w.polls),
+        ("bulkhead_worker_busy_polls_total", "Poll rounds of the worker that received packets.", |w| w.busy_polls),
+        (
+            "bulkhead_worker_busy_cycles_total",
+            "Timestamp-counter cycles the worker spent in poll rounds that received packets (divided by its received packets: cycles per packet).",
+            |w| w.busy_cycles,
+        ),
+        (
+            "bulkhead_worker_handed_off_total",
+            "ICMP errors the worker handed to the next worker because it tracks no flow they quote.",
+            |w| w.handed_off,
+        ),
+    ];
+    for (name, help, value) in per_worker {
+        o.family(name, "counter", help);
+        for (i, w) in snapshot.workers.iter().enumerate() {
+            o.sample(name, &[("worker", &i.to_string())], value(w));
+        }
     }
     o.family(
         "bulkhead_worker_events_dropped_total",
@@ -187,14 +193,6 @@ pub fn render(snapshot: &Snapshot, extra: &Extra) -> String {
     );
     for (i, dropped) in snapshot.worker_events_dropped.iter().enumerate() {
         o.sample("bulkhead_worker_events_dropped_total", &[("worker", &i.to_string())], *dropped);
-    }
-    o.family(
-        "bulkhead_worker_handed_off_total",
-        "counter",
-        "ICMP errors the worker handed to the next worker because it tracks no flow they quote.",
-    );
-    for (i, w) in snapshot.workers.iter().enumerate() {
-        o.sample("bulkhead_worker_handed_off_total", &[("worker", &i.to_string())], w.handed_off);
     }
     o.family(
         "bulkhead_worker_busy_ratio",
